@@ -1,0 +1,17 @@
+//! hnsecure's library, `libhnapi`: the HL7 v2 core and, in later layers, the secure
+//! client and gateway that carry healthnetBC messages between health partners and the
+//! BC Ministry of Health.
+//!
+//! The layers, lowest first (a lower layer never imports a higher one):
+//!
+//! - [`hl7`] — the HL7 v2 message model: a zero-copy parser, paths, escapes, an owned
+//!   writer, the ACK builders of Volume 5 and the HealthnetBC checks. No I/O.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod hl7;
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
