@@ -84,6 +84,29 @@ fn get_reads_every_message_of_a_file() {
 }
 
 #[test]
+fn an_unreadable_message_fails_the_command_but_not_the_others() {
+    let batch = b"MSH|^|BAD\rMSH|^~\\&|A|B|C|D|1||R02|7|P|2.3\r";
+    let o = run(&["hl7", "get", "-", "MSH-10"], Some(batch));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "7\n", "the readable message is still answered");
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "standard input (message 1): the MSH segment at byte 0 declares unusable delimiters"
+        ),
+        "{err}"
+    );
+
+    let o = run(&["hl7", "ack", "-", "--code", "AA"], Some(batch));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        o.stdout.starts_with(b"MSH|"),
+        "only the ACK of the readable message"
+    );
+    assert!(Message::parse(&o.stdout).is_ok());
+}
+
+#[test]
 fn check_passes_valid_messages_and_fails_errors() {
     let o = run(&["hl7", "check", &data("v5_2_5_1_request")], None);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

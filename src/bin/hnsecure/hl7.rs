@@ -134,30 +134,40 @@ fn display_name(file: &str) -> &str {
     if file == "-" { "standard input" } else { file }
 }
 
-/// Prints the parse failure of message `i` and remembers that the input was bad.
-fn report_unreadable(file: &str, i: usize, total: usize, why: &str, bad: &mut bool) {
-    let which = if total > 1 {
-        format!(" (message {})", i + 1)
-    } else {
-        String::new()
-    };
-    eprintln!("error: {}{which}: {why}", display_name(file));
-    *bad = true;
-}
-
-fn get(file: &str, paths: &[Path], out: &mut impl Write) -> Result<(), Failure> {
+/// Reads FILE and calls `each` with the parsed form of every
+/// message in it. A message that does not parse is reported on standard error and the
+/// others still run; the command then ends with exit 1.
+fn each_message(
+    file: &str,
+    mut each: impl FnMut(&Message<'_>) -> Result<(), Failure>,
+) -> Result<(), Failure> {
     let bytes = read_input(file)?;
     let messages = messages(file, &bytes)?;
     let total = messages.len();
     let mut bad = false;
     for (i, msg) in messages.iter().enumerate() {
-        let msg = match msg {
-            Ok(m) => m,
+        match msg {
+            Ok(msg) => each(msg)?,
             Err(why) => {
-                report_unreadable(file, i, total, why, &mut bad);
-                continue;
+                let which = if total > 1 {
+                    format!(" (message {})", i + 1)
+                } else {
+                    String::new()
+                };
+                eprintln!("error: {}{which}: {why}", display_name(file));
+                bad = true;
             }
-        };
+        }
+    }
+    if bad {
+        Err(Failure::Input(None))
+    } else {
+        Ok(())
+    }
+}
+
+fn get(file: &str, paths: &[Path], out: &mut impl Write) -> Result<(), Failure> {
+    each_message(file, |msg| {
         for path in paths {
             match msg.value(path) {
                 Value::NotPresent => {}
@@ -166,12 +176,8 @@ fn get(file: &str, paths: &[Path], out: &mut impl Write) -> Result<(), Failure> 
             }
             out.write_all(b"\n")?;
         }
-    }
-    if bad {
-        Err(Failure::Input(None))
-    } else {
         Ok(())
-    }
+    })
 }
 
 fn check(file: &str, out: &mut impl Write) -> Result<(), Failure> {
@@ -239,48 +245,26 @@ fn ack(
             AppError::new(c, t).map_err(|e| Failure::Usage(format!("--error {c} --text …: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let bytes = read_input(file)?;
-    let messages = messages(file, &bytes)?;
-    let total = messages.len();
-    let mut bad = false;
-    for (i, msg) in messages.iter().enumerate() {
-        let msg = match msg {
-            Ok(m) => m,
-            Err(why) => {
-                report_unreadable(file, i, total, why, &mut bad);
-                continue;
-            }
-        };
-        if i > 0 {
+    let mut written = 0;
+    each_message(file, |msg| {
+        if written > 0 {
             out.write_all(b"\n")?;
         }
+        written += 1;
         let id = control_id.map_or_else(hl7::new_control_id, str::to_owned);
         let answer = hl7::application_ack(msg, code, &errors, &id, &hl7::now_pacific());
         write_message(out, &answer.to_bytes())?;
-    }
-    if bad {
-        Err(Failure::Input(None))
-    } else {
         Ok(())
-    }
+    })
 }
 
 fn fmt(file: &str, fields: bool, out: &mut impl Write) -> Result<(), Failure> {
-    let bytes = read_input(file)?;
-    let messages = messages(file, &bytes)?;
-    let total = messages.len();
-    let mut bad = false;
-    for (i, msg) in messages.iter().enumerate() {
-        let msg = match msg {
-            Ok(m) => m,
-            Err(why) => {
-                report_unreadable(file, i, total, why, &mut bad);
-                continue;
-            }
-        };
-        if i > 0 {
+    let mut written = 0;
+    each_message(file, |msg| {
+        if written > 0 {
             out.write_all(b"\n")?;
         }
+        written += 1;
         let mut seen: Vec<&[u8]> = Vec::new();
         for segment in msg.segments() {
             if !fields {
@@ -304,10 +288,6 @@ fn fmt(file: &str, fields: bool, out: &mut impl Write) -> Result<(), Failure> {
                 out.write_all(b"\n")?;
             }
         }
-    }
-    if bad {
-        Err(Failure::Input(None))
-    } else {
         Ok(())
-    }
+    })
 }
