@@ -69,7 +69,7 @@ fn decode_sequence(seq: &[u8], d: &Delimiters, out: &mut Vec<u8>) -> bool {
         return true;
     }
     match seq.split_first() {
-        Some((b'X', hex)) if !hex.is_empty() && hex.len() % 2 == 0 => {
+        Some((b'X', hex)) if !hex.is_empty() && hex.len().is_multiple_of(2) => {
             if !hex.iter().all(u8::is_ascii_hexdigit) {
                 return false;
             }
