@@ -7,10 +7,13 @@
 //! - [`hl7`] — the HL7 v2 message model: a zero-copy parser, paths, escapes, an owned
 //!   writer, the ACK builders of Volume 5 and the HealthnetBC checks. No I/O.
 //! - [`envelope`] — the per-transaction 3DES envelope and its keys. No I/O.
+//! - [`gard`] — HNGard, the directory: facilities, registration, certificates,
+//!   revocation, storage.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod envelope;
+pub mod gard;
 pub mod hl7;
 
 /// The README's Rust examples, compiled and run as doc tests.

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[path = "hnsecure/gard.rs"]
+mod gard;
 #[path = "hnsecure/hl7.rs"]
 mod hl7;
 #[path = "hnsecure/output.rs"]
@@ -29,12 +31,18 @@ enum Command {
                       Exit status: 0 success, 1 bad input or a failed check, 2 a usage error."
     )]
     Hl7(hl7::Hl7Command),
+    /// Administer the HNGard directory: facilities, registration codes, revocation.
+    #[command(
+        after_help = "Exit status: 0 success, 1 a refused operation or unknown facility, 2 a usage error."
+    )]
+    Gard(gard::GardArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Hl7(command) => hl7::run(command),
+        Command::Gard(args) => gard::run(args),
     };
     output::finish(result)
 }

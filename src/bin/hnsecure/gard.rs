@@ -1,0 +1,432 @@
+//! `hnsecure gard …`: administer the HNGard directory — facilities, their one-time
+//! registration codes, revocation — while a gateway may be using the same directory.
+//!
+//! Output convention: what a script wants (the registration code of `add` and `code`) is
+//! alone on standard output; explanations for people go to standard error. Times are
+//! shown in Pacific time.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use hnapi::gard::{
+    self, CodeInfo, DIRECTORY_FILES, Facility, Gard, GardError, InitOptions, Role, Status,
+};
+use jiff::Timestamp;
+
+use crate::output::Failure;
+
+/// The environment variable naming the directory when `--dir` is not given.
+const DIR_ENV: &str = "HNSECURE_GARD_DIR";
+
+#[derive(Args)]
+pub struct GardArgs {
+    /// The HNGard directory (default: the environment variable HNSECURE_GARD_DIR).
+    #[arg(long, value_name = "DIR", global = true)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: GardCommand,
+}
+
+#[derive(Subcommand)]
+enum GardCommand {
+    /// Create the directory: its CA, the gateway's TLS certificate, the storage key and the
+    /// database. Never overwrites an existing directory.
+    Init {
+        /// Another DNS name or IP address of the gateway for its certificate (repeatable);
+        /// localhost, 127.0.0.1 and ::1 are always included.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+    },
+    /// Record a facility and print its one-time registration code (alone on standard output).
+    #[command(
+        after_help = "Example:\n  CODE=$(hnsecure gard --dir /var/lib/hnsecure/gard add BC00000098 --name 'Royal Jubilee Lab')"
+    )]
+    Add {
+        /// The facility id: 1 to 32 characters A-Z, 0-9 and -, as in MSH-4 of its messages.
+        #[arg(value_parser = parse_id)]
+        id: String,
+        /// A name for people (1 to 100 printable characters).
+        #[arg(long, value_parser = parse_name)]
+        name: String,
+        /// server: a receiving application that may also serve requests.
+        #[arg(long, value_enum, default_value_t = RoleArg::Client)]
+        role: RoleArg,
+        /// Days the code stays valid.
+        #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+        code_days: u32,
+    },
+    /// Print a new one-time registration code for an existing facility, replacing any
+    /// earlier code. Registering with it rotates the facility's certificate and envelope key.
+    Code {
+        /// The facility id.
+        #[arg(value_parser = parse_id)]
+        id: String,
+        /// Days the code stays valid.
+        #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+        code_days: u32,
+    },
+    /// List the facilities, one per line.
+    List,
+    /// Show the details of one facility.
+    Show {
+        /// The facility id.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+    /// Revoke a facility, for good: new connections with its certificate are refused at once.
+    Revoke {
+        /// The facility id.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Client,
+    Server,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Client => Role::Client,
+            RoleArg::Server => Role::Server,
+        }
+    }
+}
+
+fn parse_id(s: &str) -> Result<String, String> {
+    gard::check_facility_id(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    gard::check_facility_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+pub fn run(args: GardArgs) -> Result<(), Failure> {
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => match std::env::var_os(DIR_ENV) {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "the HNGard directory is not given: use --dir DIR or set {DIR_ENV}"
+                )));
+            }
+        },
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match args.command {
+        GardCommand::Init { sans } => init(&dir, sans, &mut out),
+        GardCommand::Add {
+            id,
+            name,
+            role,
+            code_days,
+        } => add(&open(&dir)?, &id, &name, role.into(), code_days, &mut out),
+        GardCommand::Code { id, code_days } => code(&open(&dir)?, &id, code_days, &mut out),
+        GardCommand::List => list(&open(&dir)?, &mut out),
+        GardCommand::Show { id } => show(&open(&dir)?, &id, &mut out),
+        GardCommand::Revoke { id } => revoke(&open(&dir)?, &id, &mut out),
+    }?;
+    out.flush()?;
+    Ok(())
+}
+
+fn open(dir: &Path) -> Result<Gard, Failure> {
+    Gard::open(dir).map_err(failure)
+}
+
+/// Bad input on the command line is a usage error (exit 2); anything the directory
+/// refuses or cannot do is exit 1.
+fn failure(e: GardError) -> Failure {
+    match e {
+        GardError::InvalidFacilityId(_)
+        | GardError::InvalidName
+        | GardError::InvalidSubjectAltName(_) => Failure::Usage(e.to_string()),
+        _ => Failure::Input(Some(e.to_string())),
+    }
+}
+
+fn unknown(gard: &Gard, id: &str) -> Failure {
+    Failure::Input(Some(format!(
+        "there is no facility {id} in {}; `hnsecure gard list` shows them all",
+        gard.dir().display()
+    )))
+}
+
+fn days(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n) * 24 * 3600)
+}
+
+/// A time for people, in Pacific time: `2025-06-01 10:15 PDT`.
+fn when(t: Timestamp) -> String {
+    match t.in_tz("America/Vancouver") {
+        Ok(zoned) => zoned.strftime("%Y-%m-%d %H:%M %Z").to_string(),
+        Err(_) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+    }
+}
+
+/// A date for the list, in Pacific time: `2025-06-01`, or `-`.
+fn date(t: Option<Timestamp>) -> String {
+    match t {
+        None => "-".to_owned(),
+        Some(t) => match t.in_tz("America/Vancouver") {
+            Ok(zoned) => zoned.strftime("%Y-%m-%d").to_string(),
+            Err(_) => t.strftime("%Y-%m-%d").to_string(),
+        },
+    }
+}
+
+fn init(dir: &Path, sans: Vec<String>, out: &mut impl Write) -> Result<(), Failure> {
+    let gard = Gard::init(
+        dir,
+        &InitOptions {
+            subject_alt_names: sans.clone(),
+        },
+    )
+    .map_err(failure)?;
+    let fingerprint = gard.ca_fingerprint().map_err(failure)?;
+    writeln!(out, "Initialised the HNGard directory {}:", dir.display())?;
+    let width = DIRECTORY_FILES
+        .iter()
+        .map(|(name, _)| dir.join(name).display().to_string().len())
+        .max()
+        .unwrap_or(0);
+    for (name, what) in DIRECTORY_FILES {
+        let path = dir.join(name).display().to_string();
+        writeln!(out, "  {path:width$}  {what}")?;
+    }
+    let mut names = vec!["localhost", "127.0.0.1", "::1"];
+    names.extend(sans.iter().map(String::as_str));
+    writeln!(
+        out,
+        "The gateway's certificate names: {}.",
+        names.join(", ")
+    )?;
+    writeln!(out, "CA certificate fingerprint (SHA-256):")?;
+    writeln!(out, "  {fingerprint}")?;
+    Ok(())
+}
+
+fn code_expiry(gard: &Gard, id: &str) -> Result<String, Failure> {
+    Ok(match gard.code_info(id).map_err(failure)? {
+        Some(CodeInfo { expires_at, .. }) => when(expires_at),
+        None => "its expiry".to_owned(),
+    })
+}
+
+fn handover(gard: &Gard, id: &str) -> Result<String, Failure> {
+    let ca = gard.dir().join("ca.pem");
+    let fingerprint = gard.ca_fingerprint().map_err(failure)?;
+    Ok(format!(
+        "Give it to the facility with the CA certificate {} (SHA-256 {fingerprint}).\n\
+         Its client then registers with:\n  \
+         hnsecure client register --gate HOST:PORT --facility {id} --code CODE --ca ca.pem",
+        ca.display()
+    ))
+}
+
+fn add(
+    gard: &Gard,
+    id: &str,
+    name: &str,
+    role: Role,
+    code_days: u32,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let code = match gard.add_facility(id, name, role, days(code_days)) {
+        Ok(code) => code,
+        Err(GardError::FacilityExists(_)) => {
+            return Err(Failure::Input(Some(format!(
+                "facility {id} already exists; to give it a new registration code, \
+                 run `hnsecure gard code {id}`"
+            ))));
+        }
+        Err(e) => return Err(failure(e)),
+    };
+    writeln!(out, "{code}")?;
+    out.flush()?;
+    eprintln!("Added facility {id} ({name}, {role}); it is pending until it registers.");
+    eprintln!(
+        "This registration code works once, until {}.",
+        code_expiry(gard, id)?
+    );
+    eprintln!("{}", handover(gard, id)?);
+    Ok(())
+}
+
+fn code(gard: &Gard, id: &str, code_days: u32, out: &mut impl Write) -> Result<(), Failure> {
+    let code = match gard.new_code(id, days(code_days)) {
+        Ok(code) => code,
+        Err(GardError::UnknownFacility(_)) => return Err(unknown(gard, id)),
+        Err(GardError::FacilityRevoked(_)) => {
+            return Err(Failure::Input(Some(format!(
+                "facility {id} is revoked, and revocation is final: it cannot register again"
+            ))));
+        }
+        Err(e) => return Err(failure(e)),
+    };
+    writeln!(out, "{code}")?;
+    out.flush()?;
+    eprintln!(
+        "New registration code for facility {id}: it replaces any earlier code and works once, until {}.",
+        code_expiry(gard, id)?
+    );
+    eprintln!(
+        "Registering with it gives the facility a new certificate and envelope key; \
+         the current ones keep working until then."
+    );
+    eprintln!("{}", handover(gard, id)?);
+    Ok(())
+}
+
+fn list(gard: &Gard, out: &mut impl Write) -> Result<(), Failure> {
+    let facilities = gard.facilities().map_err(failure)?;
+    if facilities.is_empty() {
+        eprintln!("No facilities yet; add one with `hnsecure gard add ID --name NAME`.");
+        return Ok(());
+    }
+    let header = [
+        "ID",
+        "ROLE",
+        "STATUS",
+        "NAME",
+        "REGISTERED",
+        "CERT EXPIRES",
+        "KEY",
+    ];
+    let rows: Vec<[String; 7]> = facilities
+        .iter()
+        .map(|f| {
+            [
+                f.id.clone(),
+                f.role.to_string(),
+                f.status.to_string(),
+                f.name.clone(),
+                date(f.registered_at),
+                date(f.cert_not_after),
+                f.key_id.map_or_else(|| "-".to_owned(), |k| k.to_string()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &[&str]| -> io::Result<()> {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                let pad = width - cell.chars().count() + 2;
+                text.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        writeln!(out, "{text}")
+    };
+    line(out, &header)?;
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(out, &cells)?;
+    }
+    Ok(())
+}
+
+fn show(gard: &Gard, id: &str, out: &mut impl Write) -> Result<(), Failure> {
+    let Some(f) = gard.facility(id).map_err(failure)? else {
+        return Err(unknown(gard, id));
+    };
+    let Facility {
+        id,
+        name,
+        role,
+        status,
+        created_at,
+        registered_at,
+        cert_serial,
+        cert_not_after,
+        key_id,
+    } = f;
+    let certificate = match (cert_serial, cert_not_after) {
+        (Some(serial), Some(not_after)) => {
+            let state = if Timestamp::now() >= not_after {
+                "expired"
+            } else {
+                "expires"
+            };
+            format!("serial {serial}, {state} {}", when(not_after))
+        }
+        _ => "none".to_owned(),
+    };
+    let now = Timestamp::now();
+    let code = match gard.code_info(&id).map_err(failure)? {
+        None => "none".to_owned(),
+        Some(CodeInfo {
+            used_at: Some(used),
+            ..
+        }) => format!("used {}", when(used)),
+        Some(CodeInfo { expires_at, .. }) if now >= expires_at => {
+            format!("expired {}", when(expires_at))
+        }
+        Some(CodeInfo { expires_at, .. }) if status == Status::Revoked => {
+            format!("unusable (revoked), would expire {}", when(expires_at))
+        }
+        Some(CodeInfo { expires_at, .. }) => format!("unused, valid until {}", when(expires_at)),
+    };
+    writeln!(out, "Facility:          {id}")?;
+    writeln!(out, "Name:              {name}")?;
+    writeln!(out, "Role:              {role}")?;
+    writeln!(out, "Status:            {status}")?;
+    writeln!(out, "Added:             {}", when(created_at))?;
+    writeln!(
+        out,
+        "Registered:        {}",
+        registered_at.map_or_else(|| "never".to_owned(), when)
+    )?;
+    writeln!(out, "Certificate:       {certificate}")?;
+    writeln!(
+        out,
+        "Envelope key id:   {}",
+        key_id.map_or_else(|| "none".to_owned(), |k| k.to_string())
+    )?;
+    writeln!(out, "Registration code: {code}")?;
+    Ok(())
+}
+
+fn revoke(gard: &Gard, id: &str, out: &mut impl Write) -> Result<(), Failure> {
+    let Some(f) = gard.facility(id).map_err(failure)? else {
+        return Err(unknown(gard, id));
+    };
+    if f.status == Status::Revoked {
+        writeln!(out, "Facility {id} ({}) was already revoked.", f.name)?;
+        return Ok(());
+    }
+    match gard.revoke(id) {
+        Ok(()) => {}
+        Err(GardError::UnknownFacility(_)) => return Err(unknown(gard, id)),
+        Err(e) => return Err(failure(e)),
+    }
+    writeln!(out, "Revoked facility {id} ({}).", f.name)?;
+    writeln!(
+        out,
+        "New connections with its certificate are refused from now on, and it cannot register again;"
+    )?;
+    writeln!(
+        out,
+        "a running gateway closes its live connections when it sees the change."
+    )?;
+    Ok(())
+}

@@ -1,0 +1,643 @@
+//! The embedded directory: one SQLite file in WAL mode, so that the gateway and
+//! `hnsecure gard` can use it at the same time from two processes.
+//!
+//! Each connection waits up to 5 seconds for a lock held by the other process. Every
+//! change runs in a `BEGIN IMMEDIATE` transaction (it takes the write lock first, so two
+//! writers never deadlock on an upgrade). The schema is versioned with
+//! `PRAGMA user_version`; each migration runs in one transaction together with the
+//! version bump, so a directory is never left half migrated. Times are stored as Unix
+//! seconds (UTC).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::types::Type;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::store::{
+    CodeRecord, Completion, Credential, RegistrationState, SealedKey, Store, StoreError,
+};
+use super::{Facility, Role, Status};
+
+/// How long a connection waits for the other process's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one migration per version: `MIGRATIONS[n]` takes `user_version` n to n + 1.
+const MIGRATIONS: &[&str] = &[
+    // 1: facilities, their one registration code, their envelope keys, the generation.
+    "CREATE TABLE facilities (
+         id             TEXT PRIMARY KEY,
+         name           TEXT NOT NULL,
+         role           TEXT NOT NULL CHECK (role IN ('client', 'server')),
+         status         TEXT NOT NULL CHECK (status IN ('pending', 'active', 'revoked')),
+         created_at     INTEGER NOT NULL,
+         registered_at  INTEGER,
+         revoked_at     INTEGER,
+         cert_serial    TEXT,
+         cert_not_after INTEGER,
+         key_id         INTEGER
+     ) STRICT;
+     CREATE TABLE registration_codes (
+         facility   TEXT PRIMARY KEY REFERENCES facilities (id),
+         code_hash  BLOB NOT NULL CHECK (length(code_hash) = 32),
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         used_at    INTEGER,
+         used_from  TEXT
+     ) STRICT;
+     CREATE TABLE envelope_keys (
+         facility   TEXT NOT NULL REFERENCES facilities (id),
+         key_id     INTEGER NOT NULL,
+         nonce      BLOB NOT NULL CHECK (length(nonce) = 12),
+         sealed     BLOB NOT NULL,
+         created_at INTEGER NOT NULL,
+         PRIMARY KEY (facility, key_id)
+     ) STRICT;
+     CREATE TABLE generation (
+         only  INTEGER PRIMARY KEY CHECK (only = 1),
+         value INTEGER NOT NULL
+     ) STRICT;
+     INSERT INTO generation (only, value) VALUES (1, 0);",
+];
+
+const FACILITY_COLUMNS: &str = "id, name, role, status, created_at, registered_at, \
+                                cert_serial, cert_not_after, key_id";
+
+/// The directory in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Makes the database at `path` (an empty or missing file), in WAL mode, with the
+    /// current schema.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let store = Self::connect(path, flags)?;
+        {
+            let connection = store.lock();
+            // WAL is a property of the file: set once here, it holds for every later
+            // connection of every process.
+            let mode: String = connection
+                .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+                .map_err(|e| store.error(e))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::new(
+                    store.location(),
+                    format!("the file system does not allow WAL mode (journal mode {mode})"),
+                ));
+            }
+        }
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens the existing database at `path`, bringing its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let store = Self::connect(path, flags)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The schema version this code writes.
+    pub fn schema_version() -> u32 {
+        MIGRATIONS.len() as u32
+    }
+
+    fn connect(path: &Path, flags: OpenFlags) -> Result<Self, StoreError> {
+        let location = path.display().to_string();
+        let connection = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::new(location.clone(), e))?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .and_then(|()| connection.pragma_update(None, "foreign_keys", true))
+            .map_err(|e| StoreError::new(location, e))?;
+        Ok(Self {
+            path: path.to_owned(),
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// Applies the missing migrations, each in its own transaction.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as u32;
+        let mut connection = self.lock();
+        let version = user_version(&connection).map_err(|e| self.error(e))?;
+        if version == known {
+            return Ok(());
+        }
+        loop {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.error(e))?;
+            // Read again under the write lock: the other process may have migrated.
+            let version = user_version(&tx).map_err(|e| self.error(e))?;
+            if version > known {
+                return Err(StoreError::new(
+                    self.location(),
+                    format!(
+                        "its schema version {version} is newer than this hnsecure knows ({known}); \
+                         use a newer hnsecure"
+                    ),
+                ));
+            }
+            let Some(migration) = MIGRATIONS.get(version as usize) else {
+                return Ok(());
+            };
+            tx.execute_batch(migration)
+                .and_then(|()| tx.pragma_update(None, "user_version", version + 1))
+                .and_then(|()| tx.commit())
+                .map_err(|e| self.error(e))?;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while the lock was held rolled back any open transaction when the
+        // transaction was dropped; the connection itself is still sound.
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn error(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::new(self.location(), e)
+    }
+
+    /// Runs `f` in one write transaction, committed when `f` returns `Ok((value, true))`.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<(T, bool)>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.error(e))?;
+        let (value, commit) = f(&tx).map_err(|e| self.error(e))?;
+        if commit {
+            tx.commit().map_err(|e| self.error(e))?;
+        }
+        Ok(value)
+    }
+}
+
+fn user_version(connection: &Connection) -> rusqlite::Result<u32> {
+    connection.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+fn bump_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute("UPDATE generation SET value = value + 1 WHERE only = 1", [])
+        .map(drop)
+}
+
+fn conversion_error(
+    index: usize,
+    ty: Type,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, ty, e.into())
+}
+
+fn timestamp(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
+    let seconds: i64 = row.get(index)?;
+    Timestamp::from_second(seconds).map_err(|e| conversion_error(index, Type::Integer, e))
+}
+
+fn optional_timestamp(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Timestamp>> {
+    match row.get::<_, Option<i64>>(index)? {
+        None => Ok(None),
+        Some(seconds) => Timestamp::from_second(seconds)
+            .map(Some)
+            .map_err(|e| conversion_error(index, Type::Integer, e)),
+    }
+}
+
+fn role(row: &Row<'_>, index: usize) -> rusqlite::Result<Role> {
+    let text: String = row.get(index)?;
+    text.parse()
+        .map_err(|e| conversion_error(index, Type::Text, e))
+}
+
+fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<Status> {
+    let text: String = row.get(index)?;
+    text.parse()
+        .map_err(|e| conversion_error(index, Type::Text, e))
+}
+
+fn hash(row: &Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> {
+    let bytes: Vec<u8> = row.get(index)?;
+    bytes
+        .try_into()
+        .map_err(|_| conversion_error(index, Type::Blob, "a code hash is not 32 bytes"))
+}
+
+fn facility_row(row: &Row<'_>) -> rusqlite::Result<Facility> {
+    Ok(Facility {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: role(row, 2)?,
+        status: status(row, 3)?,
+        created_at: timestamp(row, 4)?,
+        registered_at: optional_timestamp(row, 5)?,
+        cert_serial: row.get(6)?,
+        cert_not_after: optional_timestamp(row, 7)?,
+        key_id: row.get(8)?,
+    })
+}
+
+fn write_code(tx: &rusqlite::Transaction<'_>, id: &str, code: &CodeRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO registration_codes
+             (facility, code_hash, created_at, expires_at, used_at, used_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+        params![
+            id,
+            &code.hash[..],
+            code.created_at.as_second(),
+            code.expires_at.as_second(),
+            code.used_at.map(Timestamp::as_second),
+        ],
+    )
+    .map(drop)
+}
+
+impl Store for SqliteStore {
+    fn add_facility(&self, facility: &Facility, code: &CodeRecord) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let inserted = tx.execute(
+                "INSERT INTO facilities
+                     (id, name, role, status, created_at, registered_at, cert_serial,
+                      cert_not_after, key_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (id) DO NOTHING",
+                params![
+                    facility.id,
+                    facility.name,
+                    facility.role.as_str(),
+                    facility.status.as_str(),
+                    facility.created_at.as_second(),
+                    facility.registered_at.map(Timestamp::as_second),
+                    facility.cert_serial,
+                    facility.cert_not_after.map(Timestamp::as_second),
+                    facility.key_id,
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok((false, false));
+            }
+            write_code(tx, &facility.id, code)?;
+            bump_generation(tx)?;
+            Ok((true, true))
+        })
+    }
+
+    fn set_code(&self, id: &str, code: &CodeRecord) -> Result<Option<Status>, StoreError> {
+        self.write(|tx| {
+            let found = tx
+                .query_row("SELECT status FROM facilities WHERE id = ?1", [id], |row| {
+                    status(row, 0)
+                })
+                .optional()?;
+            match found {
+                Some(Status::Pending | Status::Active) => {
+                    write_code(tx, id, code)?;
+                    bump_generation(tx)?;
+                    Ok((found, true))
+                }
+                Some(Status::Revoked) | None => Ok((found, false)),
+            }
+        })
+    }
+
+    fn facilities(&self) -> Result<Vec<Facility>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {FACILITY_COLUMNS} FROM facilities ORDER BY id"
+            ))
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], facility_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.error(e))
+    }
+
+    fn facility(&self, id: &str) -> Result<Option<Facility>, StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached(&format!(
+                "SELECT {FACILITY_COLUMNS} FROM facilities WHERE id = ?1"
+            ))
+            .and_then(|mut statement| statement.query_row([id], facility_row).optional())
+            .map_err(|e| self.error(e))
+    }
+
+    fn revoke(&self, id: &str, at: Timestamp) -> Result<Option<Status>, StoreError> {
+        self.write(|tx| {
+            let found = tx
+                .query_row("SELECT status FROM facilities WHERE id = ?1", [id], |row| {
+                    status(row, 0)
+                })
+                .optional()?;
+            match found {
+                Some(Status::Pending | Status::Active) => {
+                    tx.execute(
+                        "UPDATE facilities SET status = 'revoked', revoked_at = ?2 WHERE id = ?1",
+                        params![id, at.as_second()],
+                    )?;
+                    bump_generation(tx)?;
+                    Ok((found, true))
+                }
+                Some(Status::Revoked) | None => Ok((found, false)),
+            }
+        })
+    }
+
+    fn registration_state(&self, id: &str) -> Result<Option<RegistrationState>, StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached(
+                "SELECT f.status, f.key_id, c.code_hash, c.created_at, c.expires_at, c.used_at
+                 FROM facilities f LEFT JOIN registration_codes c ON c.facility = f.id
+                 WHERE f.id = ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id], |row| {
+                        let code = match row.get::<_, Option<Vec<u8>>>(2)? {
+                            None => None,
+                            Some(_) => Some(CodeRecord {
+                                hash: hash(row, 2)?,
+                                created_at: timestamp(row, 3)?,
+                                expires_at: timestamp(row, 4)?,
+                                used_at: optional_timestamp(row, 5)?,
+                            }),
+                        };
+                        Ok(RegistrationState {
+                            status: status(row, 0)?,
+                            key_id: row.get(1)?,
+                            code,
+                        })
+                    })
+                    .optional()
+            })
+            .map_err(|e| self.error(e))
+    }
+
+    fn complete_registration(&self, c: &Completion) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let now = c.at.as_second();
+            let consumed = tx.execute(
+                "UPDATE registration_codes SET used_at = ?3, used_from = ?4
+                 WHERE facility = ?1 AND code_hash = ?2 AND used_at IS NULL AND expires_at > ?3",
+                params![c.facility, &c.code_hash[..], now, c.peer.to_string()],
+            )?;
+            if consumed != 1 {
+                return Ok((false, false));
+            }
+            let (current_status, key_id) = tx.query_row(
+                "SELECT status, key_id FROM facilities WHERE id = ?1",
+                [&c.facility],
+                |row| Ok((status(row, 0)?, row.get::<_, Option<u32>>(1)?)),
+            )?;
+            if current_status == Status::Revoked || key_id != c.previous_key_id {
+                return Ok((false, false));
+            }
+            tx.execute(
+                "INSERT INTO envelope_keys (facility, key_id, nonce, sealed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    c.facility,
+                    c.key_id,
+                    &c.sealed_key.nonce[..],
+                    c.sealed_key.ciphertext,
+                    now
+                ],
+            )?;
+            tx.execute(
+                "UPDATE facilities SET status = 'active', registered_at = ?2, cert_serial = ?3,
+                     cert_not_after = ?4, key_id = ?5
+                 WHERE id = ?1",
+                params![
+                    c.facility,
+                    now,
+                    c.cert_serial,
+                    c.cert_not_after.as_second(),
+                    c.key_id
+                ],
+            )?;
+            bump_generation(tx)?;
+            Ok((true, true))
+        })
+    }
+
+    fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached(
+                "SELECT f.role, f.status, f.cert_serial, f.cert_not_after, f.key_id,
+                        k.nonce, k.sealed
+                 FROM facilities f
+                 LEFT JOIN envelope_keys k ON k.facility = f.id AND k.key_id = f.key_id
+                 WHERE f.id = ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id], |row| {
+                        let nonce: Option<Vec<u8>> = row.get(5)?;
+                        let sealed_key = match (nonce, row.get::<_, Option<Vec<u8>>>(6)?) {
+                            (Some(nonce), Some(ciphertext)) => Some(SealedKey {
+                                nonce: nonce.try_into().map_err(|_| {
+                                    conversion_error(5, Type::Blob, "a nonce is not 12 bytes")
+                                })?,
+                                ciphertext,
+                            }),
+                            _ => None,
+                        };
+                        Ok(Credential {
+                            role: role(row, 0)?,
+                            status: status(row, 1)?,
+                            cert_serial: row.get(2)?,
+                            cert_not_after: optional_timestamp(row, 3)?,
+                            key_id: row.get(4)?,
+                            sealed_key,
+                        })
+                    })
+                    .optional()
+            })
+            .map_err(|e| self.error(e))
+    }
+
+    fn generation(&self) -> Result<u64, StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached("SELECT value FROM generation WHERE only = 1")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(|e| self.error(e))
+    }
+
+    fn revoked(&self) -> Result<Vec<String>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached("SELECT id FROM facilities WHERE status = 'revoked' ORDER BY id")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| row.get(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gard::tests::TempDir;
+
+    fn facility(id: &str) -> Facility {
+        Facility {
+            id: id.to_owned(),
+            name: "A clinic".to_owned(),
+            role: Role::Client,
+            status: Status::Pending,
+            created_at: Timestamp::from_second(1_700_000_000).unwrap(),
+            registered_at: None,
+            cert_serial: None,
+            cert_not_after: None,
+            key_id: None,
+        }
+    }
+
+    fn code(hash: u8, expires: i64) -> CodeRecord {
+        CodeRecord {
+            hash: [hash; 32],
+            created_at: Timestamp::from_second(1_700_000_000).unwrap(),
+            expires_at: Timestamp::from_second(expires).unwrap(),
+            used_at: None,
+        }
+    }
+
+    #[test]
+    fn gard_sqlite_schema_is_versioned_and_wal() {
+        let dir = TempDir::new("schema");
+        let path = dir.0.join("gard.db");
+        drop(SqliteStore::create(&path).unwrap());
+        let store = SqliteStore::open(&path).unwrap();
+        let connection = store.lock();
+        assert_eq!(
+            user_version(&connection).unwrap(),
+            SqliteStore::schema_version()
+        );
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn gard_sqlite_refuses_a_newer_schema() {
+        let dir = TempDir::new("newer");
+        let path = dir.0.join("gard.db");
+        {
+            let store = SqliteStore::create(&path).unwrap();
+            store
+                .lock()
+                .pragma_update(None, "user_version", 99)
+                .unwrap();
+        }
+        let e = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(e.contains("schema version 99 is newer"), "{e}");
+        assert!(e.contains("gard.db"), "{e}");
+    }
+
+    #[test]
+    fn gard_sqlite_records_and_consumes_codes_atomically() {
+        let dir = TempDir::new("codes");
+        let store = SqliteStore::create(&dir.0.join("gard.db")).unwrap();
+        assert_eq!(store.generation().unwrap(), 0);
+        assert!(
+            store
+                .add_facility(&facility("BC1"), &code(1, 2_000_000_000))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .add_facility(&facility("BC1"), &code(2, 2_000_000_000))
+                .unwrap()
+        );
+        assert_eq!(store.generation().unwrap(), 1);
+
+        let completion = Completion {
+            facility: "BC1".to_owned(),
+            code_hash: [1; 32],
+            previous_key_id: None,
+            key_id: 1,
+            sealed_key: SealedKey {
+                nonce: [7; 12],
+                ciphertext: vec![9; 48],
+            },
+            cert_serial: "0A".to_owned(),
+            cert_not_after: Timestamp::from_second(1_800_000_000).unwrap(),
+            at: Timestamp::from_second(1_700_000_100).unwrap(),
+            peer: "127.0.0.1".parse().unwrap(),
+        };
+        // A wrong hash, or a stale key id, changes nothing.
+        let wrong = Completion {
+            code_hash: [2; 32],
+            ..completion.clone()
+        };
+        assert!(!store.complete_registration(&wrong).unwrap());
+        let stale = Completion {
+            previous_key_id: Some(4),
+            ..completion.clone()
+        };
+        assert!(!store.complete_registration(&stale).unwrap());
+        assert_eq!(
+            store.facility("BC1").unwrap().unwrap().status,
+            Status::Pending
+        );
+        assert!(
+            store
+                .registration_state("BC1")
+                .unwrap()
+                .unwrap()
+                .code
+                .unwrap()
+                .used_at
+                .is_none()
+        );
+
+        assert!(store.complete_registration(&completion).unwrap());
+        assert!(
+            !store.complete_registration(&completion).unwrap(),
+            "a code works once"
+        );
+        let f = store.facility("BC1").unwrap().unwrap();
+        assert_eq!((f.status, f.key_id), (Status::Active, Some(1)));
+        let credential = store.credential("BC1").unwrap().unwrap();
+        assert_eq!(credential.sealed_key, Some(completion.sealed_key.clone()));
+        assert_eq!(store.generation().unwrap(), 2);
+
+        // An expired code is not consumed, even with the right hash.
+        assert_eq!(
+            store.set_code("BC1", &code(3, 1_700_000_100)).unwrap(),
+            Some(Status::Active)
+        );
+        let late = Completion {
+            code_hash: [3; 32],
+            previous_key_id: Some(1),
+            key_id: 2,
+            ..completion
+        };
+        assert!(!store.complete_registration(&late).unwrap());
+        assert_eq!(store.set_code("NOPE", &code(3, 0)).unwrap(), None);
+    }
+}

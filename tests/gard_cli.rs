@@ -1,0 +1,350 @@
+//! `hnsecure gard …` run as an operator runs it: the real binary on a real directory,
+//! next to a library handle on the same directory (as a running gateway would hold).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hnapi::gard::{AuthError, Gard, Status};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "hnsecure-gard-cli-{name}-{}-{:016x}",
+            std::process::id(),
+            u64::from_le_bytes(random)
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn hnsecure(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hnsecure"))
+        .args(args)
+        .env_remove("HNSECURE_GARD_DIR")
+        .output()
+        .expect("the hnsecure binary runs")
+}
+
+fn gard(dir: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["gard", "--dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    hnsecure(&all)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    stdout(o)
+}
+
+fn csr() -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .der()
+        .to_vec()
+}
+
+/// `XXXX-XXXX-XXXX-XXXX` and a newline, nothing else.
+fn assert_only_a_code(out: &str) -> String {
+    let code = out.strip_suffix('\n').expect("one line");
+    let groups: Vec<&str> = code.split('-').collect();
+    assert_eq!(groups.len(), 4, "{out:?}");
+    assert!(
+        groups.iter().all(|g| g.len() == 4
+            && g.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())),
+        "{out:?}"
+    );
+    code.to_owned()
+}
+
+#[test]
+fn init_makes_the_directory_and_refuses_to_make_it_twice() {
+    let tmp = TempDir::new("init");
+    let dir = tmp.0.join("gard");
+    let out = ok(&gard(
+        &dir,
+        &["init", "--san", "gate.example", "--san", "192.0.2.1"],
+    ));
+    for name in [
+        "gard.db",
+        "ca.pem",
+        "ca.key",
+        "gate.pem",
+        "gate.key",
+        "storage.key",
+    ] {
+        let path = dir.join(name);
+        assert!(path.is_file(), "{name}");
+        assert!(out.contains(&path.display().to_string()), "{out}");
+    }
+    assert!(out.contains("gate.example, 192.0.2.1"), "{out}");
+    let gard_handle = Gard::open(&dir).unwrap();
+    let fingerprint = gard_handle.ca_fingerprint().unwrap();
+    assert!(out.contains("fingerprint (SHA-256)"), "{out}");
+    assert!(out.contains(&fingerprint), "{out}");
+
+    let again = gard(&dir, &["init"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already initialised"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        Gard::open(&dir).unwrap().ca_fingerprint().unwrap(),
+        fingerprint
+    );
+}
+
+#[test]
+fn add_list_show_code_and_revoke_work_on_a_directory_a_gateway_uses() {
+    let tmp = TempDir::new("cycle");
+    let dir = tmp.0.join("gard");
+    ok(&gard(&dir, &["init"]));
+    let gateway = Gard::open(&dir).unwrap();
+
+    // add: the code alone on stdout, the explanation on stderr.
+    let added = gard(&dir, &["add", "BC00000098", "--name", "Royal Jubilee Lab"]);
+    let code = assert_only_a_code(&ok(&added));
+    let told = stderr(&added);
+    assert!(
+        told.contains("BC00000098") && told.contains("works once, until"),
+        "{told}"
+    );
+    assert!(!told.contains(&code), "{told}");
+    ok(&gard(
+        &dir,
+        &[
+            "add",
+            "BC00000001",
+            "--name",
+            "PharmaNet",
+            "--role",
+            "server",
+            "--code-days",
+            "2",
+        ],
+    ));
+
+    let existing = gard(&dir, &["add", "BC00000098", "--name", "Again"]);
+    assert_eq!(existing.status.code(), Some(1));
+    assert!(
+        stderr(&existing).contains("hnsecure gard code BC00000098"),
+        "{}",
+        stderr(&existing)
+    );
+
+    // The printed code is the real one: the gateway registers the facility with it.
+    let first = gateway
+        .register("BC00000098", &code, &csr(), "10.0.0.1".parse().unwrap())
+        .unwrap();
+
+    let list = ok(&gard(&dir, &["list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ID",
+            "ROLE",
+            "STATUS",
+            "NAME",
+            "REGISTERED",
+            "CERT",
+            "EXPIRES",
+            "KEY"
+        ]
+    );
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(&cells[..3], ["BC00000001", "server", "pending"], "{list}");
+    assert_eq!(&cells[3..], ["PharmaNet", "-", "-", "-"], "{list}");
+    let cells: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        &cells[..6],
+        ["BC00000098", "client", "active", "Royal", "Jubilee", "Lab"]
+    );
+    assert_eq!(cells[8], "1", "{list}");
+    // Columns line up: every row starts its NAME where the header does.
+    let name_at = lines[0].find("NAME").unwrap();
+    assert_eq!(lines[1].find("PharmaNet"), Some(name_at));
+    assert_eq!(lines[2].find("Royal"), Some(name_at));
+
+    let shown = ok(&gard(&dir, &["show", "BC00000098"]));
+    let serial = gateway
+        .facility("BC00000098")
+        .unwrap()
+        .unwrap()
+        .cert_serial
+        .unwrap();
+    for expected in [
+        "Facility:          BC00000098",
+        "Name:              Royal Jubilee Lab",
+        "Role:              client",
+        "Status:            active",
+        "Envelope key id:   1",
+        "Registration code: used ",
+    ] {
+        assert!(shown.contains(expected), "{expected} in\n{shown}");
+    }
+    assert!(
+        shown.contains(&format!("Certificate:       serial {serial}, expires ")),
+        "{shown}"
+    );
+
+    // code: a new code rotates the certificate and the key.
+    let new_code = assert_only_a_code(&ok(&gard(
+        &dir,
+        &["code", "BC00000098", "--code-days", "1"],
+    )));
+    assert_ne!(new_code, code);
+    let second = gateway
+        .register("BC00000098", &new_code, &csr(), "10.0.0.1".parse().unwrap())
+        .unwrap();
+    assert_eq!(second.key.id(), 2);
+    assert!(ok(&gard(&dir, &["show", "BC00000098"])).contains("Envelope key id:   2"));
+    let old = CertificateDer::from_pem_slice(first.certificate_pem.as_bytes()).unwrap();
+    assert!(matches!(
+        gateway.authenticate(&old),
+        Err(AuthError::UnknownCertificate)
+    ));
+    let cert = CertificateDer::from_pem_slice(second.certificate_pem.as_bytes()).unwrap();
+    assert_eq!(gateway.authenticate(&cert).unwrap().key.id(), 2);
+
+    // revoke: the gateway's handle refuses the certificate at once.
+    let generation = gateway.generation().unwrap();
+    let revoked = ok(&gard(&dir, &["revoke", "BC00000098"]));
+    assert!(
+        revoked.starts_with("Revoked facility BC00000098 (Royal Jubilee Lab)."),
+        "{revoked}"
+    );
+    assert!(gateway.generation().unwrap() > generation);
+    assert!(matches!(
+        gateway.authenticate(&cert),
+        Err(AuthError::Revoked)
+    ));
+    assert_eq!(gateway.revoked().unwrap(), ["BC00000098"]);
+    assert_eq!(
+        gateway.facility("BC00000098").unwrap().unwrap().status,
+        Status::Revoked
+    );
+    let again = ok(&gard(&dir, &["revoke", "BC00000098"]));
+    assert!(again.contains("already revoked"), "{again}");
+    let refused = gard(&dir, &["code", "BC00000098"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("revoked"), "{}", stderr(&refused));
+    assert!(stdout(&refused).is_empty());
+}
+
+#[test]
+fn unknown_facilities_and_missing_directories_exit_1() {
+    let tmp = TempDir::new("unknown");
+    let dir = tmp.0.join("gard");
+    let missing = gard(&dir, &["list"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("is not an HNGard directory"),
+        "{}",
+        stderr(&missing)
+    );
+
+    ok(&gard(&dir, &["init"]));
+    let empty = gard(&dir, &["list"]);
+    assert_eq!(ok(&empty), "");
+    assert!(stderr(&empty).contains("No facilities yet"));
+    for command in ["show", "revoke", "code"] {
+        let o = gard(&dir, &[command, "BC7"]);
+        assert_eq!(o.status.code(), Some(1), "{command}");
+        assert!(
+            stderr(&o).contains("there is no facility BC7"),
+            "{command}: {}",
+            stderr(&o)
+        );
+        assert!(stdout(&o).is_empty(), "{command}");
+    }
+}
+
+#[test]
+fn the_directory_can_come_from_the_environment() {
+    let tmp = TempDir::new("env");
+    let dir = tmp.0.join("gard");
+    ok(&gard(&dir, &["init"]));
+    let o = Command::new(env!("CARGO_BIN_EXE_hnsecure"))
+        .args(["gard", "add", "BC1", "--name", "Clinic"])
+        .env("HNSECURE_GARD_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_only_a_code(&ok(&o));
+    assert!(Gard::open(&dir).unwrap().facility("BC1").unwrap().is_some());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let tmp = TempDir::new("usage");
+    let dir = tmp.0.join("gard");
+    ok(&gard(&dir, &["init"]));
+    let d = dir.to_str().unwrap();
+    for args in [
+        vec!["gard", "list"],
+        vec!["gard", "--dir", d],
+        vec!["gard", "--dir", d, "frobnicate"],
+        vec!["gard", "--dir", d, "add", "BC1"],
+        vec!["gard", "--dir", d, "add", "bc1", "--name", "Clinic"],
+        vec!["gard", "--dir", d, "add", "BC1", "--name", ""],
+        vec![
+            "gard", "--dir", d, "add", "BC1", "--name", "Clinic", "--role", "boss",
+        ],
+        vec![
+            "gard",
+            "--dir",
+            d,
+            "add",
+            "BC1",
+            "--name",
+            "Clinic",
+            "--code-days",
+            "0",
+        ],
+        vec!["gard", "--dir", d, "show"],
+        vec!["gard", "--dir", d, "revoke", "BC 1"],
+        vec![
+            "gard",
+            "--dir",
+            &format!("{d}-other"),
+            "init",
+            "--san",
+            "not a name",
+        ],
+    ] {
+        let o = hnsecure(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{args:?}");
+        assert!(!stderr(&o).is_empty(), "{args:?}");
+    }
+    // Nothing was added by the refused commands.
+    assert!(Gard::open(&dir).unwrap().facilities().unwrap().is_empty());
+    assert!(!Path::new(&format!("{d}-other")).exists());
+}
