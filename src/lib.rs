@@ -7,14 +7,24 @@
 //! - [`hl7`] — the HL7 v2 message model: a zero-copy parser, paths, escapes, an owned
 //!   writer, the ACK builders of Volume 5 and the HealthnetBC checks. No I/O.
 //! - [`envelope`] — the per-transaction 3DES envelope and its keys. No I/O.
+//! - [`transport`] — TLS 1.3 with mutual authentication, and the frames it carries.
 //! - [`gard`] — HNGard, the directory: facilities, registration, certificates,
 //!   revocation, storage.
+//! - [`client`] — the client core: seal, send, receive, open; failover between gateways.
+//! - [`gate`] — the gateway: authenticate, check, route, answer.
+//! - [`config`] — reading TOML configuration with errors that name the key.
+//! - [`sandbox`] — the whole system on loopback, for testing against the simulator.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
+pub mod config;
 pub mod envelope;
 pub mod gard;
+pub mod gate;
 pub mod hl7;
+pub mod sandbox;
+pub mod transport;
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

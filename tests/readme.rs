@@ -98,7 +98,8 @@ fn readme_examples_print_what_it_shows() {
             None => (command, None),
         };
         let args = words(&command);
-        if args.get(1).is_some_and(|a| a == "ack") {
+        // Only `hnsecure hl7` prints the same thing every time, and `ack` prints the time.
+        if args.first().is_none_or(|a| a != "hl7") || args.get(1).is_some_and(|a| a == "ack") {
             continue;
         }
         let out = Command::new(env!("CARGO_BIN_EXE_hnsecure"))

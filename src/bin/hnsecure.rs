@@ -6,12 +6,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[path = "hnsecure/client.rs"]
+mod client;
+#[path = "hnsecure/daemon.rs"]
+mod daemon;
+#[path = "hnsecure/demo.rs"]
+mod demo;
 #[path = "hnsecure/gard.rs"]
 mod gard;
+#[path = "hnsecure/gate.rs"]
+mod gate;
 #[path = "hnsecure/hl7.rs"]
 mod hl7;
 #[path = "hnsecure/output.rs"]
 mod output;
+#[path = "hnsecure/sandbox.rs"]
+mod sandbox;
+#[path = "hnsecure/send.rs"]
+mod send;
 
 /// hnsecure — exchange healthnetBC HL7 v2 messages securely with BC Ministry of Health
 /// applications.
@@ -24,6 +36,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway (HNGate): authenticate, route and answer.
+    Gate(gate::GateArgs),
+    /// Administer the HNGard directory: facilities, registration codes, revocation.
+    #[command(
+        after_help = "Exit status: 0 success, 1 a refused operation or unknown facility, 2 a usage error."
+    )]
+    Gard(gard::GardArgs),
+    /// The client side of a facility: register with HNGard.
+    Client(client::ClientArgs),
+    /// Send message files through the client core and print the answers.
+    Send(send::SendArgs),
+    /// Bring up HNGard, a gateway and the simulator on loopback, with a registered facility.
+    Sandbox(sandbox::SandboxArgs),
+    /// Show the whole system at work: the Volume 5 sample transactions through a sandbox.
+    Demo(demo::DemoArgs),
     /// Read, check and answer HL7 v2 message files (no network).
     #[command(
         subcommand,
@@ -31,18 +58,18 @@ enum Command {
                       Exit status: 0 success, 1 bad input or a failed check, 2 a usage error."
     )]
     Hl7(hl7::Hl7Command),
-    /// Administer the HNGard directory: facilities, registration codes, revocation.
-    #[command(
-        after_help = "Exit status: 0 success, 1 a refused operation or unknown facility, 2 a usage error."
-    )]
-    Gard(gard::GardArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Hl7(command) => hl7::run(command),
+        Command::Gate(args) => gate::run(args),
         Command::Gard(args) => gard::run(args),
+        Command::Client(args) => client::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Hl7(command) => hl7::run(command),
     };
     output::finish(result)
 }

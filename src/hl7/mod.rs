@@ -47,4 +47,4 @@ pub use codes::NetworkCode;
 pub use delimiters::{DelimiterError, Delimiters};
 pub use message::{Message, ParseError, Segment, Value, split_messages};
 pub use path::{MAX_INDEX, Path, PathError};
-pub use time::{new_control_id, now_pacific, pacific_timestamp};
+pub use time::{new_control_id, now_pacific, pacific, pacific_timestamp};

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-fn pacific() -> &'static TimeZone {
+/// Pacific time, as British Columbia keeps it (America/Vancouver in the bundled database).
+pub fn pacific() -> &'static TimeZone {
     static ZONE: OnceLock<TimeZone> = OnceLock::new();
     // The bundled database always holds America/Vancouver; UTC-8 is the fallback a
     // corrupted build would get rather than a panic.

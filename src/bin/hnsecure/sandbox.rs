@@ -1,0 +1,64 @@
+//! `hnsecure sandbox`: the whole system on loopback, for testing against the simulator.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use hnapi::sandbox::{DEFAULT_FACILITY, Sandbox, SandboxOptions};
+
+use crate::daemon;
+use crate::output::Failure;
+
+#[derive(Args)]
+#[command(
+    after_help = "The first run creates DIR: HNGard's directory and CA, gate.toml (every route to the\n\
+simulator), a registered facility with client.toml and its credential. Later runs reuse it.\n\
+When it serves, it prints exactly one line on standard output:\n\
+  ready gate=HOST:PORT client_config=PATH\n\
+then serves until SIGINT or SIGTERM. Send to it with: hnsecure send --config PATH FILE"
+)]
+pub struct SandboxArgs {
+    /// The sandbox's folder.
+    #[arg(long, default_value = "hnsecure-sandbox")]
+    dir: PathBuf,
+    /// The port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 7443)]
+    port: u16,
+    /// The facility to register and send as (MSH-4 of its messages).
+    #[arg(long, default_value = DEFAULT_FACILITY)]
+    facility: String,
+    /// Log level: error, warn, info, debug.
+    #[arg(long, default_value = "info")]
+    log_level: log::LevelFilter,
+}
+
+pub fn run(args: SandboxArgs) -> Result<(), Failure> {
+    daemon::init_log(args.log_level);
+    let runtime =
+        daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
+    runtime.block_on(async {
+        let options = SandboxOptions {
+            dir: args.dir,
+            port: args.port,
+            facility: args.facility,
+        };
+        let mut sandbox = Sandbox::start(&options)
+            .await
+            .map_err(|e| Failure::Input(Some(e.to_string())))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "ready gate={} client_config={}",
+            sandbox.addr(),
+            sandbox.client_config().display()
+        )?;
+        out.flush()?;
+        drop(out);
+        let result = tokio::select! {
+            () = daemon::shutdown_signal() => Ok(()),
+            r = sandbox.wait() => r.map_err(|e| Failure::Input(Some(e.to_string()))),
+        };
+        sandbox.stop().await;
+        result
+    })
+}

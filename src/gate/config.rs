@@ -1,0 +1,381 @@
+//! `gate.toml`: where the gateway listens, where HNGard's directory is, and the routes.
+//!
+//! ```toml
+//! listen = "0.0.0.0:7443"            # the secure port (TLS 1.3 only)
+//! gard = "gard"                      # HNGard's directory; relative to this file
+//! facility = "BC01000018"            # HNGATE's network facility id (MSH-4 of its ACKs)
+//! # handshake_timeout_secs = 10      # TLS handshake, and a registration's one frame
+//! # idle_timeout_secs = 300          # a connection with no frame for this long is closed
+//! # max_frame_bytes = 8388608        # larger frames are refused and the connection closed
+//! # max_connections = 10000          # beyond this, new connections are closed at once
+//! # envelope_window_secs = 300       # an envelope's time stamp may differ this much from now
+//! # replay_capacity = 1000000        # nonces remembered within the window
+//! # revocation_poll_ms = 1000        # how often HNGard is asked for revocations
+//! # shutdown_grace_secs = 30         # on SIGINT/SIGTERM, running transactions get this long
+//! # trace_messages = false           # log message bodies (PHI!) at debug level; troubleshooting only
+//!
+//! [[route]]                          # the first route that matches wins
+//! application = "RAIRCRD-NW-PRSN"    # MSH-5, or "*" for any
+//! # facility = "BC0003000"           # MSH-6, when given
+//! # message_type = "R02"             # MSH-9.1, or the whole MSH-9 (`R46^Z26`), when given
+//! destination = "sim"                # the built-in simulator
+//! # timeout_secs = 70                # the destination must answer within this (and the sender's timeout)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, read_toml, resolve};
+use crate::hl7::Message;
+use crate::transport::DEFAULT_MAX_FRAME;
+
+/// The gateway's configuration.
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    /// The secure port's address.
+    pub listen: SocketAddr,
+    /// HNGard's directory.
+    pub gard: PathBuf,
+    /// HNGATE's network facility id.
+    pub facility: String,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// The routes, in order.
+    pub routes: Vec<Route>,
+    /// Log message bodies at debug level. They hold PHI: for troubleshooting only.
+    pub trace_messages: bool,
+}
+
+/// The gateway's limits and timeouts.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// TLS handshake, and a registration's one frame.
+    pub handshake_timeout: Duration,
+    /// A connection with no frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// The largest frame accepted.
+    pub max_frame_bytes: usize,
+    /// Connections beyond this are closed at once.
+    pub max_connections: usize,
+    /// How far an envelope's time stamp may be from now.
+    pub envelope_window: Duration,
+    /// How many nonces the replay guard remembers.
+    pub replay_capacity: usize,
+    /// How often HNGard is asked for revocations.
+    pub revocation_poll: Duration,
+    /// On shutdown, how long running transactions may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_frame_bytes: DEFAULT_MAX_FRAME,
+            max_connections: 10_000,
+            envelope_window: Duration::from_secs(300),
+            replay_capacity: 1_000_000,
+            revocation_poll: Duration::from_millis(1000),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where requests for a receiving application go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// MSH-5 to match, or `None` for any (`*`).
+    pub application: Option<String>,
+    /// MSH-6 to match, when given.
+    pub facility: Option<String>,
+    /// MSH-9 to match, when given: the message type alone (`R02`), or the whole field (`R46^Z26`).
+    pub message_type: Option<String>,
+    /// Where matching requests go.
+    pub destination: Destination,
+    /// How long the destination may take.
+    pub timeout: Duration,
+}
+
+/// A receiving system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// The built-in simulator of the Ministry's applications.
+    Sim,
+}
+
+impl Route {
+    /// True when the request's MSH-5, MSH-6 and MSH-9 match this route.
+    pub fn matches(&self, request: &Message<'_>) -> bool {
+        let field = |n| {
+            request
+                .msh(n)
+                .data()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default()
+        };
+        if let Some(app) = &self.application
+            && field(5) != app.as_bytes()
+        {
+            return false;
+        }
+        if let Some(facility) = &self.facility
+            && field(6) != facility.as_bytes()
+        {
+            return false;
+        }
+        if let Some(wanted) = &self.message_type {
+            let whole = field(9);
+            let first = request
+                .value(&crate::hl7::Path::new(*b"MSH", 9).with_component(1))
+                .data()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            if whole != wanted.as_bytes() && first != wanted.as_bytes() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GateFile {
+    listen: String,
+    gard: PathBuf,
+    facility: String,
+    handshake_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_frame_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    envelope_window_secs: Option<u64>,
+    replay_capacity: Option<usize>,
+    revocation_poll_ms: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    trace_messages: bool,
+    #[serde(default, rename = "route")]
+    routes: Vec<RouteFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    application: String,
+    facility: Option<String>,
+    message_type: Option<String>,
+    destination: String,
+    timeout_secs: Option<u64>,
+}
+
+impl GateConfig {
+    /// Reads `gate.toml` at `path`; errors name the file and the key.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let file: GateFile = read_toml(path)?;
+        let invalid = |key: &str, why: String| ConfigError::invalid(path, key, why);
+        let listen = file
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("listen", format!("{:?} is not IP:PORT", file.listen)))?;
+        if file.facility.is_empty() {
+            return Err(invalid("facility", "may not be empty".into()));
+        }
+        let secs = |key: &str, v: Option<u64>, default: Duration| match v {
+            None => Ok(default),
+            Some(0) => Err(invalid(key, "must be at least 1".into())),
+            Some(n) => Ok(Duration::from_secs(n)),
+        };
+        let d = Limits::default();
+        let limits = Limits {
+            handshake_timeout: secs(
+                "handshake_timeout_secs",
+                file.handshake_timeout_secs,
+                d.handshake_timeout,
+            )?,
+            idle_timeout: secs("idle_timeout_secs", file.idle_timeout_secs, d.idle_timeout)?,
+            max_frame_bytes: match file.max_frame_bytes {
+                Some(n) if n < 1024 => {
+                    return Err(invalid("max_frame_bytes", "must be at least 1024".into()));
+                }
+                Some(n) => n,
+                None => d.max_frame_bytes,
+            },
+            max_connections: file.max_connections.unwrap_or(d.max_connections).max(1),
+            envelope_window: secs(
+                "envelope_window_secs",
+                file.envelope_window_secs,
+                d.envelope_window,
+            )?,
+            replay_capacity: file.replay_capacity.unwrap_or(d.replay_capacity).max(1),
+            revocation_poll: match file.revocation_poll_ms {
+                Some(0) => return Err(invalid("revocation_poll_ms", "must be at least 1".into())),
+                Some(ms) => Duration::from_millis(ms),
+                None => d.revocation_poll,
+            },
+            shutdown_grace: match file.shutdown_grace_secs {
+                Some(s) => Duration::from_secs(s),
+                None => d.shutdown_grace,
+            },
+        };
+        let mut routes = Vec::with_capacity(file.routes.len());
+        for (i, r) in file.routes.into_iter().enumerate() {
+            let key = |k: &str| format!("route[{}].{k}", i + 1);
+            let destination = match r.destination.as_str() {
+                "sim" => Destination::Sim,
+                other => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        key("destination"),
+                        format!("{other:?} is not a destination this gateway knows; use \"sim\""),
+                    ));
+                }
+            };
+            if r.application.is_empty() {
+                return Err(ConfigError::invalid(
+                    path,
+                    key("application"),
+                    "may not be empty; use \"*\" for any",
+                ));
+            }
+            routes.push(Route {
+                application: (r.application != "*").then_some(r.application),
+                facility: r.facility,
+                message_type: r.message_type,
+                destination,
+                timeout: match r.timeout_secs {
+                    Some(0) => {
+                        return Err(ConfigError::invalid(
+                            path,
+                            key("timeout_secs"),
+                            "must be at least 1",
+                        ));
+                    }
+                    Some(s) => Duration::from_secs(s),
+                    None => crate::client::DEFAULT_TIMEOUT,
+                },
+            });
+        }
+        if routes.is_empty() {
+            log::warn!(
+                "{}: no [[route]]: every request will be answered HNPS005E",
+                path.display()
+            );
+        }
+        Ok(Self {
+            listen,
+            gard: resolve(path, &file.gard),
+            facility: file.facility,
+            limits,
+            routes,
+            trace_messages: file.trace_messages,
+        })
+    }
+
+    /// The first route that matches `request`.
+    pub fn route(&self, request: &Message<'_>) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "hnsecure-gatecfg-{}-{}",
+            std::process::id(),
+            crate::hl7::new_control_id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gate.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    const BASE: &str = "listen = \"127.0.0.1:0\"\ngard = \"gard\"\nfacility = \"BC01000018\"\n";
+
+    #[test]
+    fn reads_routes_in_order() {
+        let (dir, path) = write(&format!(
+            "{BASE}[[route]]\napplication = \"RAIRCRD-NW-PRSN\"\nmessage_type = \"R02\"\ndestination = \"sim\"\ntimeout_secs = 5\n\
+             [[route]]\napplication = \"*\"\ndestination = \"sim\"\n"
+        ));
+        let c = GateConfig::from_file(&path).unwrap();
+        assert_eq!(c.gard, dir.join("gard"));
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[0].timeout, Duration::from_secs(5));
+        assert_eq!(c.routes[1].application, None);
+        assert_eq!(c.routes[1].timeout, Duration::from_secs(70));
+
+        let r02 = b"MSH|^~\\&|A|F|RAIRCRD-NW-PRSN|BC0003000|1||R02|1|P|2.3\r";
+        let r03 = b"MSH|^~\\&|A|F|RAIRCRD-NW-PRSN|BC0003000|1||R03|1|P|2.3\r";
+        assert_eq!(c.route(&Message::parse(r02).unwrap()), Some(&c.routes[0]));
+        assert_eq!(c.route(&Message::parse(r03).unwrap()), Some(&c.routes[1]));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn matches_application_facility_and_type() {
+        let route = Route {
+            application: Some("RAICOVPART-ENQ".into()),
+            facility: Some("BC0003000".into()),
+            message_type: Some("R46^Z26".into()),
+            destination: Destination::Sim,
+            timeout: Duration::from_secs(1),
+        };
+        let matches = |s: &str| route.matches(&Message::parse(s.as_bytes()).unwrap());
+        assert!(matches(
+            "MSH|^~\\&|HR|F|RAICOVPART-ENQ|BC0003000|1||R46^Z26|1|D|2.3"
+        ));
+        assert!(!matches(
+            "MSH|^~\\&|HR|F|RAICOVPART-ENQ|BC0003000|1||R46^Z27|1|D|2.3"
+        ));
+        assert!(!matches(
+            "MSH|^~\\&|HR|F|RAICOVPART-ENQ|OTHER|1||R46^Z26|1|D|2.3"
+        ));
+        assert!(!matches(
+            "MSH|^~\\&|HR|F|OTHER|BC0003000|1||R46^Z26|1|D|2.3"
+        ));
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_key() {
+        let cases = [
+            (format!("{BASE}colour = 1\n"), "colour"),
+            (
+                "listen = \"nowhere\"\ngard = \"g\"\nfacility = \"F\"\n".to_owned(),
+                "listen",
+            ),
+            (
+                format!("{BASE}[[route]]\napplication = \"X\"\ndestination = \"ftp://x\"\n"),
+                "route[1].destination",
+            ),
+            (
+                format!(
+                    "{BASE}[[route]]\napplication = \"X\"\ndestination = \"sim\"\ntimeout_secs = 0\n"
+                ),
+                "route[1].timeout_secs",
+            ),
+            (
+                format!("{BASE}[[route]]\napplication = \"X\"\ndestination = \"sim\"\nwhat = 1\n"),
+                "what",
+            ),
+            (
+                format!("{BASE}idle_timeout_secs = 0\n"),
+                "idle_timeout_secs",
+            ),
+        ];
+        for (text, key) in cases {
+            let (dir, path) = write(&text);
+            let e = GateConfig::from_file(&path).unwrap_err().to_string();
+            assert!(e.contains("gate.toml") && e.contains(key), "{text:?}: {e}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The gateway, HNGate (DESIGN 3.6, 3.7): it terminates the secure transport,
+//! authenticates every connection with HNGard, opens each envelope, checks the message,
+//! routes it by MSH-5 (and optionally MSH-6 and MSH-9) to a receiving system, and seals
+//! the answer back. When anything fails, the sender gets an AR ACK from `HNGATE`:
+//!
+//! | in this order                              | the answer                  |
+//! |--------------------------------------------|-----------------------------|
+//! | no message                                 | `VLDT004E`                  |
+//! | no MSH                                     | `VLDT007E`                  |
+//! | MSH unreadable, or without MSH-9 or MSH-10 | `HNPS002E`                  |
+//! | MSH-4 is not the certificate's facility    | `VLDT008E` (and logged)     |
+//! | no MSH-6                                   | `VLDT009E`                  |
+//! | no route for MSH-5                         | `HNPS005E` with the name    |
+//! | a reserved type (ZFG, ZFP, ZPN)            | `HNPS006E` with the type    |
+//! | the destination does not answer in time    | `TXFR024E` (2.5.2)          |
+
+mod config;
+mod server;
+pub mod sim;
+
+pub use config::{Destination, GateConfig, Limits, Route};
+pub use server::Gate;
+
+/// Why the gateway could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum GateError {
+    /// The configuration is unusable.
+    Config(crate::config::ConfigError),
+    /// HNGard's directory could not be opened.
+    Gard(crate::gard::GardError),
+    /// The TLS configuration could not be made.
+    Tls(crate::transport::tls::TlsError),
+    /// The listening socket could not be bound.
+    Bind(std::net::SocketAddr, std::io::Error),
+}
+
+impl std::fmt::Display for GateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "{e}"),
+            Self::Gard(e) => write!(f, "HNGard: {e}"),
+            Self::Tls(e) => write!(f, "{e}"),
+            Self::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for GateError {}

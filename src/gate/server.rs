@@ -1,0 +1,653 @@
+//! The gateway's network side: the accept loop, one task per connection, one task per
+//! transaction.
+//!
+//! The accept loop never waits on a client: the TLS handshake happens in the
+//! connection's task, under a timeout; an accept error is logged and backed off. A
+//! connection without a client certificate may only register. Any other connection is
+//! authenticated once with HNGard (certificate, facility active), then carries many
+//! transactions at once, each answered on its own.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::GateError;
+use super::config::{Destination, GateConfig};
+use super::sim::Simulator;
+use crate::envelope::{self, Direction, ReplayGuard};
+use crate::gard::{AuthError, Gard, Peer, RegisterError};
+use crate::hl7::{self, Message, NetworkCode, NetworkComponent, ParseError, Path};
+use crate::transport::{
+    Frame, FrameError, FrameReader, FrameWriter, Refusal, ServerStream, read_frame, tls, until_true,
+};
+
+/// A gateway bound to its port, ready to [`run`](Gate::run).
+pub struct Gate {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+}
+
+/// What every connection shares.
+struct State {
+    config: GateConfig,
+    gard: Arc<Gard>,
+    sim: Simulator,
+    replay: Mutex<ReplayGuard>,
+    /// Live authenticated connections by facility, to close them on revocation.
+    live: Mutex<HashMap<String, HashMap<u64, watch::Sender<bool>>>>,
+    connections: AtomicUsize,
+    next_connection: AtomicU64,
+}
+
+impl Gate {
+    /// Opens HNGard's directory, prepares TLS and binds the listening socket.
+    pub async fn bind(config: GateConfig) -> Result<Self, GateError> {
+        let gard = Arc::new(Gard::open(&config.gard).map_err(GateError::Gard)?);
+        let material = gard.server_material().map_err(GateError::Gard)?;
+        let server = tls::server_config(material.chain, material.key, &[material.ca])
+            .map_err(GateError::Tls)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| GateError::Bind(config.listen, e))?;
+        let replay = ReplayGuard::new(config.limits.envelope_window, config.limits.replay_capacity);
+        Ok(Self {
+            listener,
+            acceptor: TlsAcceptor::from(server),
+            state: Arc::new(State {
+                config,
+                gard,
+                sim: Simulator::new(),
+                replay: Mutex::new(replay),
+                live: Mutex::new(HashMap::new()),
+                connections: AtomicUsize::new(0),
+                next_connection: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The address the gateway listens on (the real port when the configuration said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.config.listen)
+    }
+
+    /// HNGard's directory, as the gateway opened it.
+    pub fn gard(&self) -> &Arc<Gard> {
+        &self.state.gard
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, lets running
+    /// transactions finish for up to the configured grace, and returns.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), GateError> {
+        let Self {
+            listener,
+            acceptor,
+            state,
+        } = self;
+        let (stop, stopping) = watch::channel(false);
+        let watcher = tokio::spawn(watch_revocations(state.clone(), stopping.clone()));
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        let mut accept_errors = 0u32;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        accept_errors = 0;
+                        let count = state.connections.load(Ordering::Relaxed);
+                        if count >= state.config.limits.max_connections {
+                            log::warn!("connection from {peer} refused: {count} connections already open");
+                            continue;
+                        }
+                        state.connections.fetch_add(1, Ordering::Relaxed);
+                        let state = state.clone();
+                        let acceptor = acceptor.clone();
+                        let stopping = stopping.clone();
+                        connections.spawn(async move {
+                            handle_connection(&state, acceptor, tcp, peer, stopping).await;
+                            state.connections.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, never give up.
+                        accept_errors = (accept_errors + 1).min(10);
+                        log::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10 << accept_errors)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let open = connections.len();
+        log::info!(
+            "shutting down: no new connections; {open} open, waiting up to {} s",
+            state.config.limits.shutdown_grace.as_secs()
+        );
+        let _ = stop.send(true);
+        let grace = state.config.limits.shutdown_grace + Duration::from_secs(1);
+        let drained = tokio::time::timeout(grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            log::warn!(
+                "shutdown grace over; closing {} connections",
+                connections.len()
+            );
+            connections.shutdown().await;
+        }
+        watcher.abort();
+        log::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+async fn handle_connection(
+    state: &Arc<State>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    stopping: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let limits = &state.config.limits;
+    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            log::info!("TLS handshake with {peer} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            log::info!("TLS handshake with {peer} timed out");
+            return;
+        }
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
+    match certificate {
+        None => registration(state, stream, peer).await,
+        Some(der) => session(state, stream, der, peer, stopping).await,
+    }
+}
+
+/// A connection without a certificate: one registration, then close.
+async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: SocketAddr) {
+    let limits = &state.config.limits;
+    let frame = match tokio::time::timeout(
+        limits.handshake_timeout,
+        read_frame(&mut stream, limits.max_frame_bytes),
+    )
+    .await
+    {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            log::info!("registration from {peer}: {e}");
+            return;
+        }
+        Err(_) => {
+            log::info!("registration from {peer}: nothing sent in time");
+            return;
+        }
+    };
+    let answer = match frame {
+        Frame::RegisterRequest {
+            facility,
+            code,
+            csr,
+        } => {
+            let gard = state.gard.clone();
+            let who = facility.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                gard.register(&facility, &code, &csr, peer.ip())
+            })
+            .await;
+            match outcome {
+                Ok(Ok(registration)) => {
+                    log::info!(
+                        "facility {who} registered from {peer} (key id {})",
+                        registration.key.id()
+                    );
+                    Frame::RegisterResponse {
+                        certificate_pem: registration.certificate_pem,
+                        ca_pem: registration.ca_pem,
+                        key_id: registration.key.id(),
+                        key: zeroize::Zeroizing::new(*registration.key.as_bytes()),
+                    }
+                }
+                Ok(Err(e)) => {
+                    log::warn!("registration of {who} from {peer} refused: {e}");
+                    Frame::Refused {
+                        id: 0,
+                        reason: register_refusal(&e),
+                    }
+                }
+                Err(e) => {
+                    log::error!("registration of {who} from {peer} failed: {e}");
+                    Frame::Refused {
+                        id: 0,
+                        reason: Refusal::Internal,
+                    }
+                }
+            }
+        }
+        other => {
+            log::warn!("{peer} sent {other:?} without a client certificate; refused");
+            Frame::Refused {
+                id: 0,
+                reason: Refusal::NotAuthenticated,
+            }
+        }
+    };
+    let _ = crate::transport::write_frame(&mut stream, &answer).await;
+    let _ = stream.shutdown().await;
+}
+
+fn register_refusal(e: &RegisterError) -> Refusal {
+    match e {
+        RegisterError::Expired => Refusal::RegistrationExpired,
+        RegisterError::RateLimited => Refusal::RegistrationRateLimited,
+        RegisterError::Revoked => Refusal::Revoked,
+        RegisterError::BadCsr => Refusal::BadCertificateRequest,
+        RegisterError::Refused => Refusal::RegistrationRefused,
+        _ => Refusal::Internal,
+    }
+}
+
+fn auth_refusal(e: &AuthError) -> Refusal {
+    match e {
+        AuthError::Revoked => Refusal::Revoked,
+        AuthError::Expired => Refusal::CertificateExpired,
+        AuthError::UnknownCertificate | AuthError::NotRegistered => Refusal::UnknownCertificate,
+        _ => Refusal::Internal,
+    }
+}
+
+/// An authenticated connection: many transactions until the client leaves, the idle
+/// timeout passes, the facility is revoked, or the gateway shuts down.
+async fn session(
+    state: &Arc<State>,
+    stream: ServerStream,
+    certificate: Vec<u8>,
+    address: SocketAddr,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let limits = &state.config.limits;
+    let (reader, writer) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(reader, limits.max_frame_bytes);
+    let writer = Arc::new(FrameWriter::new(writer));
+
+    let gard = state.gard.clone();
+    let authenticated = tokio::task::spawn_blocking(move || gard.authenticate(&certificate)).await;
+    let peer = match authenticated {
+        Ok(Ok(peer)) => Arc::new(peer),
+        Ok(Err(e)) => {
+            log::warn!("connection from {address} refused: {e}");
+            let refused = Frame::Refused {
+                id: 0,
+                reason: auth_refusal(&e),
+            };
+            let _ = writer.send(&refused).await;
+            writer.shutdown().await;
+            return;
+        }
+        Err(e) => {
+            log::error!("authenticating {address} failed: {e}");
+            return;
+        }
+    };
+    if writer.send(&Frame::Accepted).await.is_err() {
+        return;
+    }
+    let id = state.next_connection.fetch_add(1, Ordering::Relaxed);
+    let (revoke, mut revoked) = watch::channel(false);
+    state
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(peer.facility.clone())
+        .or_default()
+        .insert(id, revoke);
+    log::info!("facility {} connected from {address}", peer.facility);
+
+    let mut transactions = JoinSet::new();
+    let mut end = "closed by the client";
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(limits.idle_timeout, reader.next()) => next,
+            () = until_true(&mut revoked) => {
+                transactions.abort_all();
+                let _ = writer.send(&Frame::Refused { id: 0, reason: Refusal::Revoked }).await;
+                end = "facility revoked";
+                break;
+            }
+            () = until_true(&mut stopping) => { end = "gateway shutting down"; break; }
+            Some(_) = transactions.join_next(), if !transactions.is_empty() => continue,
+        };
+        match next {
+            Ok(Ok(Some(Frame::Request {
+                id,
+                timeout_ms,
+                envelope,
+            }))) => {
+                let state = state.clone();
+                let peer = peer.clone();
+                let writer = writer.clone();
+                let mut work = Box::pin(async move {
+                    let answer = transaction(&state, &peer, id, timeout_ms, envelope).await;
+                    let _ = writer.send(&answer).await;
+                });
+                // Alone on the connection — nothing running, nothing else waiting to be
+                // read — a transaction first runs here: most finish at once, and a thread
+                // hand-over costs as much as all the checks and routing together. One that
+                // must wait (a slow destination) moves to its own task. Under load each
+                // gets a task, so their cryptography spreads over the cores.
+                if transactions.is_empty() && !reader.has_buffered_frame() {
+                    let finished = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(work.as_mut().poll(cx).is_ready())
+                    })
+                    .await;
+                    if !finished {
+                        transactions.spawn(work);
+                    }
+                } else {
+                    transactions.spawn(work);
+                }
+            }
+            Ok(Ok(Some(Frame::Ping { id }))) => {
+                let _ = writer.send(&Frame::Pong { id }).await;
+            }
+            Ok(Ok(Some(other))) => {
+                log::warn!(
+                    "facility {} sent an unexpected {other:?}; closing",
+                    peer.facility
+                );
+                end = "protocol error";
+                break;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(FrameError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // The client went away without a TLS close_notify (a process that exits).
+                break;
+            }
+            Ok(Err(e)) => {
+                log::warn!("facility {} from {address}: {e}; closing", peer.facility);
+                end = "frame error";
+                break;
+            }
+            Err(_) => {
+                end = "idle timeout";
+                break;
+            }
+        }
+    }
+    // Running transactions finish (they are bounded by their timeouts); the gateway's
+    // shutdown bounds them by its grace.
+    while transactions.join_next().await.is_some() {}
+    writer.shutdown().await;
+    let mut live = state.live.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(of_facility) = live.get_mut(&peer.facility) {
+        of_facility.remove(&id);
+        if of_facility.is_empty() {
+            live.remove(&peer.facility);
+        }
+    }
+    log::info!("facility {} disconnected: {end}", peer.facility);
+}
+
+/// Every `revocation_poll`, asks HNGard whether anything changed; closes the live
+/// connections of facilities revoked since.
+async fn watch_revocations(state: Arc<State>, mut stopping: watch::Receiver<bool>) {
+    let mut seen = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(state.config.limits.revocation_poll) => {}
+            () = until_true(&mut stopping) => return,
+        }
+        let gard = state.gard.clone();
+        let Ok(Ok(generation)) = tokio::task::spawn_blocking(move || gard.generation()).await
+        else {
+            continue;
+        };
+        if seen == Some(generation) {
+            continue;
+        }
+        seen = Some(generation);
+        let gard = state.gard.clone();
+        let Ok(Ok(revoked)) = tokio::task::spawn_blocking(move || gard.revoked()).await else {
+            continue;
+        };
+        let live = state.live.lock().unwrap_or_else(|e| e.into_inner());
+        for facility in revoked {
+            if let Some(connections) = live.get(&facility) {
+                log::warn!(
+                    "facility {facility} revoked: closing its {} connection(s)",
+                    connections.len()
+                );
+                for close in connections.values() {
+                    let _ = close.send(true);
+                }
+            }
+        }
+    }
+}
+
+/// One transaction: open the envelope, answer the request, seal the answer.
+async fn transaction(
+    state: &State,
+    peer: &Peer,
+    id: u64,
+    timeout_ms: u32,
+    sealed: Vec<u8>,
+) -> Frame {
+    let started = Instant::now();
+    let refuse = |reason| Frame::Refused { id, reason };
+    match envelope::read_header(&sealed) {
+        Ok(h) if h.facility == peer.facility && h.key_id == peer.key.id() => {}
+        Ok(_) => {
+            log::warn!(
+                "security: facility {} sent an envelope naming another facility or key",
+                peer.facility
+            );
+            return refuse(Refusal::EnvelopeRefused);
+        }
+        Err(e) => {
+            log::warn!(
+                "security: facility {} sent a malformed envelope: {e}",
+                peer.facility
+            );
+            return refuse(Refusal::EnvelopeRefused);
+        }
+    }
+    let opened = match envelope::open(&peer.key, &sealed, Direction::Request) {
+        Ok(opened) => opened,
+        Err(e) => {
+            log::warn!(
+                "security: envelope from facility {} refused: {e}",
+                peer.facility
+            );
+            return refuse(Refusal::EnvelopeRefused);
+        }
+    };
+    // Only an authentic envelope may take a place in the replay guard.
+    let checked = state
+        .replay
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(&opened.header, envelope::now_ms());
+    if let Err(e) = checked {
+        log::warn!(
+            "security: envelope from facility {} refused: {e}",
+            peer.facility
+        );
+        return refuse(match e {
+            envelope::EnvelopeError::Replayed => Refusal::Replayed,
+            envelope::EnvelopeError::OutsideWindow => Refusal::OutsideWindow,
+            _ => Refusal::EnvelopeRefused,
+        });
+    }
+
+    let client_timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
+    let (answer, outcome) = answer(state, peer, &opened.plaintext, client_timeout).await;
+    let sealed_answer = envelope::seal(
+        &peer.key,
+        &peer.facility,
+        Direction::Response,
+        &opened.header.nonce,
+        envelope::now_ms(),
+        &answer,
+    );
+    log::info!(
+        "facility={} {outcome} in={} out={} ms={}",
+        peer.facility,
+        opened.plaintext.len(),
+        answer.len(),
+        started.elapsed().as_millis()
+    );
+    match sealed_answer {
+        Ok(s) => Frame::Response {
+            id,
+            envelope: s.bytes,
+        },
+        Err(e) => {
+            log::error!(
+                "sealing an answer for facility {} failed: {e}",
+                peer.facility
+            );
+            refuse(Refusal::Internal)
+        }
+    }
+}
+
+/// The answer to one request, and a log summary of it (no PHI: ids, types, codes).
+async fn answer(
+    state: &State,
+    peer: &Peer,
+    request: &[u8],
+    client_timeout: Duration,
+) -> (Vec<u8>, String) {
+    let config = &state.config;
+    if config.trace_messages {
+        log::debug!(
+            "request from {}: {}",
+            peer.facility,
+            String::from_utf8_lossy(request).replace('\r', "\\r")
+        );
+    }
+    let reject = |msg: Option<&Message<'_>>, code: NetworkCode, detail: Option<&str>| {
+        let ack = hl7::network_ack(
+            msg,
+            NetworkComponent::Hngate,
+            &config.facility,
+            code,
+            detail,
+            &hl7::now_pacific(),
+        );
+        let control = msg
+            .map(|m| m.msh(10).text().into_owned())
+            .unwrap_or_default();
+        (
+            ack,
+            format!("control={control} outcome=AR code={}", code.code()),
+        )
+    };
+    let msg = match Message::parse(request) {
+        Ok(msg) => msg,
+        Err(ParseError::Empty) => return reject(None, NetworkCode::Vldt004E, None),
+        Err(e) => return reject(None, e.network_code(), None),
+    };
+    let m = Some(&msg);
+    if !msg.msh(9).is_present() || !msg.msh(10).is_present() {
+        return reject(m, NetworkCode::Hnps002E, None);
+    }
+    let sending_facility = msg.value(&Path::new(*b"MSH", 4).with_component(1));
+    if sending_facility.data() != Some(peer.facility.as_bytes()) {
+        log::warn!(
+            "security: facility {} sent a message with MSH-4 {:?}; refused VLDT008E",
+            peer.facility,
+            sending_facility.text()
+        );
+        return reject(m, NetworkCode::Vldt008E, None);
+    }
+    if !msg.msh(6).is_present() {
+        return reject(m, NetworkCode::Vldt009E, None);
+    }
+    let application = msg.msh(5).text().into_owned();
+    let Some(route) = config.route(&msg) else {
+        return reject(m, NetworkCode::Hnps005E, Some(&application));
+    };
+    if let Some(reserved) = hl7::reserved_message_type(&msg) {
+        return reject(
+            m,
+            NetworkCode::Hnps006E,
+            Some(&String::from_utf8_lossy(&reserved)),
+        );
+    }
+
+    // When the sender's timeout is the shorter, give up a little before it, so that the
+    // sender gets HNGATE's TXFR024E (which says where the time went) rather than its own.
+    let margin = (client_timeout / 10).min(Duration::from_secs(1));
+    let timeout = route.timeout.min(client_timeout.saturating_sub(margin));
+    let control = msg.msh(10).text().into_owned();
+    let kind = msg.msh(9).text().into_owned();
+    let delivered = match route.destination {
+        Destination::Sim => match state.sim.answer(&msg) {
+            Some(answer) => Some(answer),
+            None => {
+                tokio::time::sleep(timeout).await;
+                None
+            }
+        },
+    };
+    match delivered {
+        Some(answer) => {
+            if config.trace_messages {
+                log::debug!(
+                    "answer to {}: {}",
+                    peer.facility,
+                    String::from_utf8_lossy(&answer).replace('\r', "\\r")
+                );
+            }
+            // Reading MSA-1 for the log line costs a parse; only when it is logged.
+            let outcome = if log::log_enabled!(log::Level::Info) {
+                Message::parse(&answer)
+                    .map(|a| a.value(&Path::new(*b"MSA", 1)).text().into_owned())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            (
+                answer,
+                format!("control={control} type={kind} app={application} outcome={outcome}"),
+            )
+        }
+        None => {
+            let (ack, _) = reject(m, NetworkCode::Txfr024E, None);
+            (
+                ack,
+                format!(
+                    "control={control} type={kind} app={application} outcome=AR code=TXFR024E (destination timed out)"
+                ),
+            )
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! A whole hnsecure system on loopback, for vendors to test against: HNGard's directory,
+//! a gateway routing everything to the simulator, and one registered facility with its
+//! `client.toml` and credential.
+//!
+//! The first [`Sandbox::start`] in a folder creates everything; later ones reuse it.
+//! The facility is registered the way any facility is: with a one-time code, over TLS.
+//!
+//! ```text
+//! DIR/gard/             HNGard's directory (CA, gateway certificate, SQLite)
+//! DIR/gate.toml         the gateway's configuration: every route to the simulator
+//! DIR/client.toml       the facility's client configuration (gateways = the sandbox)
+//! DIR/credential.toml   the facility's credential (mode 0600)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::client::Credential;
+use crate::gard::{Gard, InitOptions, Role};
+use crate::gate::{Gate, GateConfig, GateError};
+
+/// The gateway's network facility id in a sandbox (MSH-4 of its ACKs).
+pub const GATE_FACILITY: &str = "HNGATE-SANDBOX";
+/// The facility registered in a sandbox unless another is asked for.
+pub const DEFAULT_FACILITY: &str = "BC00000098";
+
+/// How to start a sandbox.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// The folder; created when missing.
+    pub dir: PathBuf,
+    /// The port on 127.0.0.1 (0 picks a free one).
+    pub port: u16,
+    /// The facility to register.
+    pub facility: String,
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    addr: SocketAddr,
+    dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<Result<(), GateError>>>,
+}
+
+/// Why a sandbox could not start.
+#[derive(Debug)]
+pub struct SandboxError(pub String);
+
+impl std::fmt::Display for SandboxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SandboxError {}
+
+fn fail(what: &str) -> impl Fn(&dyn std::fmt::Display) -> SandboxError + '_ {
+    move |e| SandboxError(format!("{what}: {e}"))
+}
+
+impl Sandbox {
+    /// Creates (or reuses) the sandbox in `options.dir`, starts its gateway on this
+    /// runtime, and makes sure the facility is registered.
+    pub async fn start(options: &SandboxOptions) -> Result<Self, SandboxError> {
+        let dir = &options.dir;
+        create_private_dir(dir)
+            .map_err(|e| fail(&format!("cannot create {}", dir.display()))(&e))?;
+        let dir = dir.canonicalize().map_err(|e| fail("sandbox folder")(&e))?;
+        let gard_dir = dir.join("gard");
+        let gard = if gard_dir.join("gard.db").exists() {
+            Gard::open(&gard_dir).map_err(|e| fail("HNGard")(&e))?
+        } else {
+            log::info!("creating HNGard's directory in {}", gard_dir.display());
+            Gard::init(
+                &gard_dir,
+                &InitOptions {
+                    subject_alt_names: Vec::new(),
+                },
+            )
+            .map_err(|e| fail("HNGard")(&e))?
+        };
+        let gate_toml = dir.join("gate.toml");
+        if !gate_toml.exists() {
+            std::fs::write(&gate_toml, gate_toml_text(options.port))
+                .map_err(|e| fail("gate.toml")(&e))?;
+        }
+        let mut config = GateConfig::from_file(&gate_toml).map_err(|e| fail("gate.toml")(&e))?;
+        config.listen = SocketAddr::from(([127, 0, 0, 1], options.port));
+        let gate = Gate::bind(config).await.map_err(|e| fail("gateway")(&e))?;
+        let addr = gate.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(gate.run(async {
+            let _ = stopped.await;
+        }));
+        let mut sandbox = Self {
+            addr,
+            dir: dir.clone(),
+            stop: Some(stop),
+            serving: Some(serving),
+        };
+        if let Err(e) = sandbox.ensure_facility(&gard, &options.facility).await {
+            sandbox.stop().await;
+            return Err(e);
+        }
+        Ok(sandbox)
+    }
+
+    /// Registers the facility unless the credential already in the folder is its own
+    /// and HNGard still accepts it; then writes `client.toml` for this gateway address.
+    async fn ensure_facility(&mut self, gard: &Gard, facility: &str) -> Result<(), SandboxError> {
+        let credential_path = self.dir.join("credential.toml");
+        let usable = Credential::read(&credential_path).ok().filter(|c| {
+            c.facility == facility
+                && c.tls_parts()
+                    .ok()
+                    .and_then(|p| p.chain.first().map(|d| gard.authenticate(d).is_ok()))
+                    .unwrap_or(false)
+        });
+        if usable.is_none() {
+            log::info!("registering facility {facility} with the sandbox's HNGard");
+            let week = Duration::from_secs(7 * 24 * 3600);
+            let code = match gard.facility(facility).map_err(|e| fail("HNGard")(&e))? {
+                Some(_) => gard.new_code(facility, week),
+                None => gard.add_facility(facility, "Sandbox facility", Role::Client, week),
+            }
+            .map_err(|e| fail("HNGard")(&e))?;
+            let ca = gard.ca_pem().map_err(|e| fail("HNGard")(&e))?;
+            let credential = crate::client::register(
+                &self.addr.to_string(),
+                facility,
+                &code,
+                &ca,
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| fail("registration")(&e))?;
+            credential
+                .write(&credential_path)
+                .map_err(|e| fail("credential.toml")(&e))?;
+        }
+        let client_toml = format!(
+            "# The sandbox's client configuration (rewritten at every start).\n\
+             facility = \"{facility}\"\ncredential = \"credential.toml\"\ngateways = [\"{}\"]\ntimeout_secs = 70\n",
+            self.addr
+        );
+        std::fs::write(self.client_config(), client_toml).map_err(|e| fail("client.toml")(&e))?;
+        Ok(())
+    }
+
+    /// The gateway's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The facility's `client.toml`.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.join("client.toml")
+    }
+
+    /// The gateway's `gate.toml`.
+    pub fn gate_config(&self) -> PathBuf {
+        self.dir.join("gate.toml")
+    }
+
+    /// The sandbox's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the gateway (running transactions finish first) and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
+    }
+
+    /// Waits until the gateway stops on its own (it does not, unless it fails).
+    pub async fn wait(&mut self) -> Result<(), SandboxError> {
+        match self.serving.take() {
+            Some(serving) => match serving.await {
+                Ok(result) => result.map_err(|e| fail("gateway")(&e)),
+                Err(e) => Err(fail("gateway")(&e)),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+fn gate_toml_text(port: u16) -> String {
+    format!(
+        "# The sandbox's gateway (hnsecure sandbox). Every request goes to the simulator.\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         gard = \"gard\"\n\
+         facility = \"{GATE_FACILITY}\"\n\n\
+         [[route]]\n\
+         application = \"*\"\n\
+         destination = \"sim\"\n\
+         timeout_secs = 70\n"
+    )
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}

@@ -1,0 +1,816 @@
+//! Frames: the units of the secure transport between the client core and the gateway.
+//!
+//! ```text
+//! u32  length L of what follows (kind and body), 1 ≤ L ≤ the configured maximum
+//! u8   kind
+//! ...  body, by kind (all integers big-endian):
+//!   1 Request           u64 id, u32 timeout_ms, envelope
+//!   2 Response          u64 id, envelope
+//!   3 Ping              u64 id
+//!   4 Pong              u64 id
+//!   5 Refused           u64 id (0: the connection), u16 reason
+//!   6 Accepted          (nothing)  — the gateway accepted the client's certificate
+//!  16 RegisterRequest   bytes facility, bytes code, bytes CSR (DER)
+//!  17 RegisterResponse  bytes certificate PEM, bytes CA PEM, u32 key id, 32 bytes key
+//! ```
+//! `bytes` is a u32 length followed by that many bytes. Many requests may be in flight
+//! on one connection; answers carry the request's id and may come in any order.
+//!
+//! Decoding is apart from I/O: [`Frame::decode`] takes the kind and body bytes;
+//! [`read_frame`] and [`write_frame`] move frames over any async stream with a distinct
+//! error for each place a stream can end.
+
+use std::fmt;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+/// The largest frame accepted unless configured otherwise: 8 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Why the gateway refused a request or a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A transaction came without a client certificate.
+    NotAuthenticated,
+    /// The certificate is not known to HNGard, or not the facility's current one.
+    UnknownCertificate,
+    /// The facility is revoked.
+    Revoked,
+    /// The certificate has expired.
+    CertificateExpired,
+    /// The envelope failed: wrong key, bad MAC, malformed.
+    EnvelopeRefused,
+    /// The envelope's nonce was seen before.
+    Replayed,
+    /// The envelope's timestamp is outside the gateway's window.
+    OutsideWindow,
+    /// A registration code was wrong, used, or for an unknown facility.
+    RegistrationRefused,
+    /// The registration code has expired.
+    RegistrationExpired,
+    /// Too many failed registration attempts; try later.
+    RegistrationRateLimited,
+    /// The certificate signing request could not be used.
+    BadCertificateRequest,
+    /// The gateway is shutting down.
+    ShuttingDown,
+    /// The gateway failed internally.
+    Internal,
+    /// A reason this build does not know.
+    Other(u16),
+}
+
+impl Refusal {
+    /// The wire value.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::NotAuthenticated => 1,
+            Self::UnknownCertificate => 2,
+            Self::Revoked => 3,
+            Self::CertificateExpired => 4,
+            Self::EnvelopeRefused => 5,
+            Self::Replayed => 6,
+            Self::OutsideWindow => 7,
+            Self::RegistrationRefused => 8,
+            Self::RegistrationExpired => 9,
+            Self::RegistrationRateLimited => 10,
+            Self::BadCertificateRequest => 11,
+            Self::ShuttingDown => 12,
+            Self::Internal => 13,
+            Self::Other(n) => n,
+        }
+    }
+
+    /// The refusal with wire value `code`.
+    pub fn from_code(code: u16) -> Self {
+        [
+            Self::NotAuthenticated,
+            Self::UnknownCertificate,
+            Self::Revoked,
+            Self::CertificateExpired,
+            Self::EnvelopeRefused,
+            Self::Replayed,
+            Self::OutsideWindow,
+            Self::RegistrationRefused,
+            Self::RegistrationExpired,
+            Self::RegistrationRateLimited,
+            Self::BadCertificateRequest,
+            Self::ShuttingDown,
+            Self::Internal,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+        .unwrap_or(Self::Other(code))
+    }
+
+    /// True for refusals of the envelope (the client reports an encryption error).
+    pub fn is_envelope(self) -> bool {
+        matches!(
+            self,
+            Self::EnvelopeRefused | Self::Replayed | Self::OutsideWindow
+        )
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAuthenticated => f.write_str("no client certificate was presented"),
+            Self::UnknownCertificate => f.write_str("the certificate is not known to HNGard"),
+            Self::Revoked => f.write_str("the facility is revoked"),
+            Self::CertificateExpired => f.write_str("the certificate has expired"),
+            Self::EnvelopeRefused => f.write_str("the envelope was refused"),
+            Self::Replayed => f.write_str("the envelope was a replay"),
+            Self::OutsideWindow => {
+                f.write_str("the envelope's time stamp is outside the gateway's window")
+            }
+            Self::RegistrationRefused => {
+                f.write_str("registration refused: unknown facility, or a wrong or used code")
+            }
+            Self::RegistrationExpired => f.write_str("the registration code has expired"),
+            Self::RegistrationRateLimited => {
+                f.write_str("too many failed registration attempts; try again later")
+            }
+            Self::BadCertificateRequest => {
+                f.write_str("the certificate signing request was refused")
+            }
+            Self::ShuttingDown => f.write_str("the gateway is shutting down"),
+            Self::Internal => f.write_str("the gateway failed internally"),
+            Self::Other(n) => write!(f, "refused (reason {n})"),
+        }
+    }
+}
+
+/// One frame of the secure transport.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// A sealed request.
+    Request {
+        /// Chosen by the client, unique among its requests in flight on the connection.
+        id: u64,
+        /// How long the client waits for the answer; the gateway waits no longer.
+        timeout_ms: u32,
+        /// The sealed HL7 request.
+        envelope: Vec<u8>,
+    },
+    /// The sealed answer to request `id`.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The sealed HL7 answer.
+        envelope: Vec<u8>,
+    },
+    /// Asks the peer to answer with a [`Frame::Pong`].
+    Ping {
+        /// Echoed in the pong.
+        id: u64,
+    },
+    /// The answer to a [`Frame::Ping`].
+    Pong {
+        /// The ping's id.
+        id: u64,
+    },
+    /// The gateway refused request `id`, or the connection when `id` is 0.
+    Refused {
+        /// The request, or 0.
+        id: u64,
+        /// Why.
+        reason: Refusal,
+    },
+    /// The gateway accepted the client's certificate; transactions may follow.
+    Accepted,
+    /// Registration: a facility's one-time code and certificate signing request.
+    RegisterRequest {
+        /// The facility id.
+        facility: String,
+        /// The one-time registration code.
+        code: Zeroizing<String>,
+        /// The certificate signing request, DER.
+        csr: Vec<u8>,
+    },
+    /// Registration: the signed certificate and the envelope master key.
+    RegisterResponse {
+        /// The facility's certificate, PEM.
+        certificate_pem: String,
+        /// HNGard's CA certificate, PEM.
+        ca_pem: String,
+        /// The envelope key's id.
+        key_id: u32,
+        /// The envelope master key.
+        key: Zeroizing<[u8; 32]>,
+    },
+}
+
+impl fmt::Debug for Frame {
+    /// Shows kinds, ids and sizes; never envelope contents, codes or keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Request {
+                id,
+                timeout_ms,
+                envelope,
+            } => write!(
+                f,
+                "Request {{ id: {id}, timeout_ms: {timeout_ms}, envelope: {} bytes }}",
+                envelope.len()
+            ),
+            Self::Response { id, envelope } => {
+                write!(
+                    f,
+                    "Response {{ id: {id}, envelope: {} bytes }}",
+                    envelope.len()
+                )
+            }
+            Self::Ping { id } => write!(f, "Ping {{ id: {id} }}"),
+            Self::Pong { id } => write!(f, "Pong {{ id: {id} }}"),
+            Self::Refused { id, reason } => write!(f, "Refused {{ id: {id}, reason: {reason:?} }}"),
+            Self::Accepted => f.write_str("Accepted"),
+            Self::RegisterRequest { facility, csr, .. } => write!(
+                f,
+                "RegisterRequest {{ facility: {facility:?}, code: MASKED, csr: {} bytes }}",
+                csr.len()
+            ),
+            Self::RegisterResponse { key_id, .. } => {
+                write!(f, "RegisterResponse {{ key_id: {key_id}, key: MASKED }}")
+            }
+        }
+    }
+}
+
+/// Why a stream did not yield a frame.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The stream ended inside a length prefix.
+    TruncatedLength,
+    /// The stream ended inside a frame's body.
+    TruncatedBody,
+    /// The frame is longer than the maximum (or empty).
+    BadLength {
+        /// The length the frame announced.
+        length: usize,
+        /// The maximum in force.
+        max: usize,
+    },
+    /// A kind this build does not know.
+    UnknownKind(u8),
+    /// The body does not match its kind.
+    Malformed(u8),
+    /// The stream failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TruncatedLength => f.write_str("the connection ended inside a frame's length"),
+            Self::TruncatedBody => f.write_str("the connection ended inside a frame"),
+            Self::BadLength { length, max } => {
+                write!(
+                    f,
+                    "a frame of {length} bytes was refused (the maximum is {max})"
+                )
+            }
+            Self::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            Self::Malformed(k) => write!(f, "malformed frame of kind {k}"),
+            Self::Io(e) => write!(f, "connection error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+const REQUEST: u8 = 1;
+const RESPONSE: u8 = 2;
+const PING: u8 = 3;
+const PONG: u8 = 4;
+const REFUSED: u8 = 5;
+const ACCEPTED: u8 = 6;
+const REGISTER_REQUEST: u8 = 16;
+const REGISTER_RESPONSE: u8 = 17;
+
+impl Frame {
+    /// Appends the frame, length prefix included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match self {
+            Self::Request {
+                id,
+                timeout_ms,
+                envelope,
+            } => {
+                out.push(REQUEST);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&timeout_ms.to_be_bytes());
+                out.extend_from_slice(envelope);
+            }
+            Self::Response { id, envelope } => {
+                out.push(RESPONSE);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(envelope);
+            }
+            Self::Ping { id } => {
+                out.push(PING);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            Self::Pong { id } => {
+                out.push(PONG);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            Self::Refused { id, reason } => {
+                out.push(REFUSED);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&reason.code().to_be_bytes());
+            }
+            Self::Accepted => out.push(ACCEPTED),
+            Self::RegisterRequest {
+                facility,
+                code,
+                csr,
+            } => {
+                out.push(REGISTER_REQUEST);
+                put_bytes(out, facility.as_bytes());
+                put_bytes(out, code.as_bytes());
+                put_bytes(out, csr);
+            }
+            Self::RegisterResponse {
+                certificate_pem,
+                ca_pem,
+                key_id,
+                key,
+            } => {
+                out.push(REGISTER_RESPONSE);
+                put_bytes(out, certificate_pem.as_bytes());
+                put_bytes(out, ca_pem.as_bytes());
+                out.extend_from_slice(&key_id.to_be_bytes());
+                out.extend_from_slice(key.as_ref());
+            }
+        }
+        let length = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+    }
+
+    /// Reads a frame from its kind and body (everything after the length prefix).
+    /// Takes the body by value so that an envelope is not copied.
+    pub fn decode(mut body: Vec<u8>) -> Result<Self, FrameError> {
+        let Some(&kind) = body.first() else {
+            return Err(FrameError::BadLength { length: 0, max: 0 });
+        };
+        let bad = || FrameError::Malformed(kind);
+        let mut r = Reader { b: &body[1..] };
+        let frame = match kind {
+            REQUEST => {
+                let id = r.u64().ok_or_else(bad)?;
+                let timeout_ms = r.u32().ok_or_else(bad)?;
+                body.drain(..13);
+                Self::Request {
+                    id,
+                    timeout_ms,
+                    envelope: body,
+                }
+            }
+            RESPONSE => {
+                let id = r.u64().ok_or_else(bad)?;
+                body.drain(..9);
+                Self::Response { id, envelope: body }
+            }
+            PING | PONG => {
+                let id = r.u64().ok_or_else(bad)?;
+                r.end().ok_or_else(bad)?;
+                if kind == PING {
+                    Self::Ping { id }
+                } else {
+                    Self::Pong { id }
+                }
+            }
+            REFUSED => {
+                let id = r.u64().ok_or_else(bad)?;
+                let reason = Refusal::from_code(r.u16().ok_or_else(bad)?);
+                r.end().ok_or_else(bad)?;
+                Self::Refused { id, reason }
+            }
+            ACCEPTED => {
+                r.end().ok_or_else(bad)?;
+                Self::Accepted
+            }
+            REGISTER_REQUEST => {
+                let facility = r.text().ok_or_else(bad)?;
+                let code = Zeroizing::new(r.text().ok_or_else(bad)?);
+                let csr = r.bytes().ok_or_else(bad)?.to_vec();
+                r.end().ok_or_else(bad)?;
+                Self::RegisterRequest {
+                    facility,
+                    code,
+                    csr,
+                }
+            }
+            REGISTER_RESPONSE => {
+                let certificate_pem = r.text().ok_or_else(bad)?;
+                let ca_pem = r.text().ok_or_else(bad)?;
+                let key_id = r.u32().ok_or_else(bad)?;
+                let key: [u8; 32] = r.take(32).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+                r.end().ok_or_else(bad)?;
+                Self::RegisterResponse {
+                    certificate_pem,
+                    ca_pem,
+                    key_id,
+                    key: Zeroizing::new(key),
+                }
+            }
+            other => return Err(FrameError::UnknownKind(other)),
+        };
+        Ok(frame)
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+/// A cursor over a frame body; every read is checked.
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.b.len() < n {
+            return None;
+        }
+        let (head, rest) = self.b.split_at(n);
+        self.b = rest;
+        Some(head)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn text(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+
+    fn end(&self) -> Option<()> {
+        self.b.is_empty().then_some(())
+    }
+}
+
+/// Reads one frame. `Ok(None)` when the stream ended cleanly between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match reader
+            .read(&mut prefix[got..])
+            .await
+            .map_err(FrameError::Io)?
+        {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(FrameError::TruncatedLength),
+            n => got += n,
+        }
+    }
+    let length = u32::from_be_bytes(prefix) as usize;
+    if length == 0 || length > max {
+        return Err(FrameError::BadLength { length, max });
+    }
+    let mut body = vec![0u8; length];
+    reader
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FrameError::TruncatedBody,
+            _ => FrameError::Io(e),
+        })?;
+    Frame::decode(body).map(Some)
+}
+
+/// Reads frames from a stream through a buffer: one read takes in every frame that has
+/// arrived, [`FrameReader::has_buffered_frame`] tells whether another is already there,
+/// and [`FrameReader::next`] is cancel-safe (dropping it loses no data).
+pub struct FrameReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    max: usize,
+}
+
+/// The buffer a reader starts with and shrinks back to after a large frame.
+const READ_BUFFER: usize = 4096;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader of frames of at most `max` bytes from `reader`.
+    pub fn new(reader: R, max: usize) -> Self {
+        Self {
+            reader,
+            buf: Vec::new(),
+            start: 0,
+            max,
+        }
+    }
+
+    /// True when a whole frame is already buffered (the peer sent more than one).
+    pub fn has_buffered_frame(&self) -> bool {
+        let pending = &self.buf[self.start..];
+        pending.len() >= 4 && {
+            let length =
+                u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+            pending.len() >= 4 + length
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the stream ended cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            let pending = &self.buf[self.start..];
+            let needed = if pending.len() >= 4 {
+                let length =
+                    u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+                if length == 0 || length > self.max {
+                    return Err(FrameError::BadLength {
+                        length,
+                        max: self.max,
+                    });
+                }
+                if pending.len() >= 4 + length {
+                    let body = pending[4..4 + length].to_vec();
+                    self.start += 4 + length;
+                    if self.start == self.buf.len() {
+                        self.start = 0;
+                        self.buf.clear();
+                        if self.buf.capacity() > 64 * READ_BUFFER {
+                            self.buf = Vec::with_capacity(READ_BUFFER);
+                        }
+                    }
+                    return Frame::decode(body).map(Some);
+                }
+                4 + length
+            } else {
+                4
+            };
+            // Make room for the rest of this frame (at least), moving what is pending to
+            // the front first.
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let have = self.buf.len();
+            let want = needed.max(READ_BUFFER);
+            if self.buf.capacity() < want {
+                self.buf.reserve(want - have);
+            }
+            // Into the spare capacity: nothing is zeroed, and a cancelled read loses nothing.
+            let n = self
+                .reader
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(FrameError::Io)?;
+            if n == 0 {
+                return match have {
+                    0 => Ok(None),
+                    1..=3 => Err(FrameError::TruncatedLength),
+                    _ => Err(FrameError::TruncatedBody),
+                };
+            }
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+}
+
+/// Writes one frame and flushes.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &Frame,
+) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    frame.encode(&mut out);
+    writer.write_all(&out).await?;
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_frames() -> Vec<Frame> {
+        vec![
+            Frame::Request {
+                id: u64::MAX,
+                timeout_ms: 70_000,
+                envelope: b"sealed".to_vec(),
+            },
+            Frame::Request {
+                id: 1,
+                timeout_ms: 0,
+                envelope: Vec::new(),
+            },
+            Frame::Response {
+                id: 7,
+                envelope: vec![0xAB; 1000],
+            },
+            Frame::Ping { id: 3 },
+            Frame::Pong { id: 3 },
+            Frame::Refused {
+                id: 0,
+                reason: Refusal::Revoked,
+            },
+            Frame::Refused {
+                id: 9,
+                reason: Refusal::Other(999),
+            },
+            Frame::Accepted,
+            Frame::RegisterRequest {
+                facility: "BC00000098".into(),
+                code: Zeroizing::new("K7QM-3XPD-9RTW-HC2N".into()),
+                csr: vec![1, 2, 3],
+            },
+            Frame::RegisterResponse {
+                certificate_pem: "CERT".into(),
+                ca_pem: "CA".into(),
+                key_id: 2,
+                key: Zeroizing::new([7; 32]),
+            },
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_frame_round_trips_over_a_stream() {
+        let mut wire = Vec::new();
+        for f in all_frames() {
+            f.encode(&mut wire);
+        }
+        let mut reader = &wire[..];
+        for expected in all_frames() {
+            let got = read_frame(&mut reader, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, expected);
+        }
+        assert!(
+            read_frame(&mut reader, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_buffered_reader_reads_what_read_frame_reads() {
+        let mut wire = Vec::new();
+        for f in all_frames() {
+            f.encode(&mut wire);
+        }
+        // Delivered in awkward pieces: 1, 2, 3, … bytes at a time.
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let sender = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut at = 0;
+            let mut size = 1;
+            while at < wire.len() {
+                let end = (at + size).min(wire.len());
+                tx.write_all(&wire[at..end]).await.unwrap();
+                at = end;
+                size = size % 7 + 1;
+            }
+        });
+        let mut reader = FrameReader::new(rx, DEFAULT_MAX_FRAME);
+        for expected in all_frames() {
+            assert_eq!(reader.next().await.unwrap().unwrap(), expected);
+        }
+        sender.await.unwrap();
+        assert!(reader.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_buffered_reader_knows_when_a_frame_waits() {
+        let mut wire = Vec::new();
+        Frame::Ping { id: 1 }.encode(&mut wire);
+        Frame::Ping { id: 2 }.encode(&mut wire);
+        Frame::Ping { id: 3 }.encode(&mut wire);
+        wire.truncate(wire.len() - 1); // the third is incomplete
+        let mut reader = FrameReader::new(&wire[..], 100);
+        assert_eq!(reader.next().await.unwrap(), Some(Frame::Ping { id: 1 }));
+        assert!(
+            reader.has_buffered_frame(),
+            "the second came in the same read"
+        );
+        assert_eq!(reader.next().await.unwrap(), Some(Frame::Ping { id: 2 }));
+        assert!(!reader.has_buffered_frame(), "the third is not whole");
+        assert!(matches!(
+            reader.next().await,
+            Err(FrameError::TruncatedBody)
+        ));
+        let mut big = FrameReader::new(&[0xFFu8, 0xFF, 0xFF, 0xFF][..], 100);
+        assert!(matches!(
+            big.next().await,
+            Err(FrameError::BadLength { .. })
+        ));
+        let mut short = FrameReader::new(&[0u8, 0][..], 100);
+        assert!(matches!(
+            short.next().await,
+            Err(FrameError::TruncatedLength)
+        ));
+    }
+
+    #[test]
+    fn integers_are_big_endian() {
+        let mut out = Vec::new();
+        Frame::Ping {
+            id: 0x0102030405060708,
+        }
+        .encode(&mut out);
+        assert_eq!(out, [0, 0, 0, 9, PING, 1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    #[tokio::test]
+    async fn each_way_a_stream_can_end_is_named() {
+        let mut wire = Vec::new();
+        Frame::Response {
+            id: 1,
+            envelope: vec![1; 20],
+        }
+        .encode(&mut wire);
+        assert!(matches!(
+            read_frame(&mut &wire[..2], 100).await,
+            Err(FrameError::TruncatedLength)
+        ));
+        assert!(matches!(
+            read_frame(&mut &wire[..10], 100).await,
+            Err(FrameError::TruncatedBody)
+        ));
+        assert!(matches!(
+            read_frame(&mut &wire[..], 10).await,
+            Err(FrameError::BadLength {
+                length: 29,
+                max: 10
+            })
+        ));
+        assert!(matches!(
+            read_frame(&mut &[0u8, 0, 0, 0][..], 100).await,
+            Err(FrameError::BadLength { length: 0, .. })
+        ));
+        assert!(matches!(
+            read_frame(&mut &[0u8, 0, 0, 1, 99][..], 100).await,
+            Err(FrameError::UnknownKind(99))
+        ));
+        assert!(matches!(
+            read_frame(&mut &[0u8, 0, 0, 2, PING, 1][..], 100).await,
+            Err(FrameError::Malformed(PING))
+        ));
+    }
+
+    #[test]
+    fn an_announced_length_is_never_allocated_before_it_is_checked() {
+        // 4 GiB announced: refused by the length check, not by an allocation failure.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let r = rt.block_on(read_frame(
+            &mut &[0xFFu8, 0xFF, 0xFF, 0xFF][..],
+            DEFAULT_MAX_FRAME,
+        ));
+        assert!(matches!(r, Err(FrameError::BadLength { .. })));
+    }
+
+    #[test]
+    fn debug_hides_secrets_and_contents() {
+        let shown = format!("{:?}", all_frames());
+        assert!(
+            !shown.contains("K7QM") && !shown.contains("sealed") && !shown.contains("[7, 7"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn refusal_codes_round_trip() {
+        for code in 0..20u16 {
+            assert_eq!(Refusal::from_code(code).code(), code);
+        }
+    }
+}

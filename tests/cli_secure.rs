@@ -1,0 +1,363 @@
+//! The secure core from the command line, as an operator and a vendor use it: separate
+//! processes, real files, real TLS on loopback, stopped with SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{get, temp_dir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hnsecure");
+
+fn hnsecure(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A daemon started in the background, with the `ready …` line it printed.
+struct Daemon {
+    child: Child,
+    ready: String,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.starts_with("ready "),
+            "expected a ready line, got {line:?}"
+        );
+        Self {
+            child,
+            ready: line.trim_end().to_owned(),
+        }
+    }
+
+    /// The value of `key=` in the ready line.
+    fn ready_value(&self, key: &str) -> String {
+        self.ready
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {:?}", self.ready))
+            .to_owned()
+    }
+
+    /// SIGTERM, then the exit status within 15 s.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.hl7"))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn operator_and_vendor_from_the_readme() {
+    let dir = temp_dir("cli-flow");
+    let gard = dir.join("gard");
+    let gard = gard.to_str().unwrap();
+
+    // The operator makes the directory and records a facility.
+    let o = hnsecure(&["gard", "--dir", gard, "init"], b"");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = hnsecure(
+        &[
+            "gard",
+            "--dir",
+            gard,
+            "add",
+            "BC00000098",
+            "--name",
+            "Test Clinic",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let code = text(&o.stdout).trim().to_owned();
+    assert!(
+        !code.is_empty() && !code.contains(' '),
+        "the code alone on stdout: {code:?}"
+    );
+
+    // The gateway.
+    std::fs::write(
+        dir.join("gate.toml"),
+        "listen = \"127.0.0.1:0\"\ngard = \"gard\"\nfacility = \"HNGATE01\"\n[[route]]\napplication = \"*\"\ndestination = \"sim\"\n",
+    )
+    .unwrap();
+    let gate = Daemon::start(&[
+        "gate",
+        "--config",
+        dir.join("gate.toml").to_str().unwrap(),
+        "--log-level",
+        "warn",
+    ]);
+    let addr = gate.ready_value("gate");
+
+    // The vendor registers, with the code on standard input, not the command line.
+    let credential = dir.join("credential.toml");
+    let o = hnsecure(
+        &[
+            "client",
+            "register",
+            "--gate",
+            &addr,
+            "--facility",
+            "BC00000098",
+            "--code",
+            "-",
+            "--ca",
+            dir.join("gard/ca.pem").to_str().unwrap(),
+            "--out",
+            credential.to_str().unwrap(),
+        ],
+        format!("{code}\n").as_bytes(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let suggested = text(&o.stdout);
+    assert!(
+        suggested.contains("facility = \"BC00000098\""),
+        "{suggested}"
+    );
+    std::fs::write(dir.join("client.toml"), &suggested).unwrap();
+
+    // The code worked once.
+    let o = hnsecure(
+        &[
+            "client",
+            "register",
+            "--gate",
+            &addr,
+            "--facility",
+            "BC00000098",
+            "--code",
+            &code,
+            "--ca",
+            dir.join("gard/ca.pem").to_str().unwrap(),
+            "--out",
+            dir.join("again.toml").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a used code is refused: {}",
+        text(&o.stderr)
+    );
+    assert!(text(&o.stderr).contains("refused"), "{}", text(&o.stderr));
+
+    // Two files, three messages; the answers in order, one LF between them.
+    let two = dir.join("two.hl7");
+    let joined = [
+        std::fs::read(example("v5_2_5_4_request")).unwrap(),
+        std::fs::read(example("v5_2_5_5_request")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(&two, joined).unwrap();
+    let o = hnsecure(
+        &[
+            "send",
+            "--config",
+            dir.join("client.toml").to_str().unwrap(),
+            two.to_str().unwrap(),
+            &example("v5_2_5_3_request"),
+        ],
+        b"",
+    );
+    // The Volume 5 examples' MSH-4 is not this facility: the gateway says so (VLDT008E)
+    // for the two that name another, and answers the one sent as BC00000098.
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let answers: Vec<&[u8]> = o.stdout.split(|&b| b == b'\n').collect();
+    assert_eq!(answers.len(), 3, "{:?}", text(&o.stdout));
+    assert_eq!(
+        get(answers[0], "MSA-1"),
+        "AA",
+        "2.5.4 is sent by BC00000098"
+    );
+    assert_eq!(get(answers[0], "MSA-2"), "20010915000017");
+    assert_eq!(get(answers[1], "MSA-1"), "AA");
+    assert!(
+        get(answers[2], "MSA-3").starts_with("VLDT008E"),
+        "2.5.3 is sent by NF20: {}",
+        get(answers[2], "MSA-3")
+    );
+    assert!(text(&o.stderr).contains("3 sent"), "{}", text(&o.stderr));
+
+    // Revoked from the command line: the gateway refuses the facility.
+    let o = hnsecure(&["gard", "--dir", gard, "revoke", "BC00000098"], b"");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = hnsecure(
+            &[
+                "send",
+                "--config",
+                dir.join("client.toml").to_str().unwrap(),
+                &example("v5_2_5_4_request"),
+            ],
+            b"",
+        );
+        if get(&o.stdout, "MSA-3").starts_with("TXFR029E") {
+            assert_eq!(get(&o.stdout, "MSH-3"), "HNAPI");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not refused 10 s after revocation"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    assert_eq!(
+        gate.terminate().code(),
+        Some(0),
+        "the gateway exits 0 on SIGTERM"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sandbox_serves_then_stops_and_is_reused() {
+    let dir = temp_dir("cli-sandbox");
+    let sandbox_dir = dir.join("sandbox");
+    let args = [
+        "sandbox",
+        "--dir",
+        sandbox_dir.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+    ];
+    let sandbox = Daemon::start(&args);
+    let client_config = sandbox.ready_value("client_config");
+    assert!(Path::new(&client_config).exists());
+    let o = hnsecure(
+        &["send", "--config", &client_config, "-"],
+        &std::fs::read(example("v5_2_5_4_request")).unwrap(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(get(&o.stdout, "MSA-1"), "AA");
+    assert_eq!(sandbox.terminate().code(), Some(0));
+
+    let credential = std::fs::read(sandbox_dir.join("credential.toml")).unwrap();
+    let again = Daemon::start(&args);
+    let o = hnsecure(
+        &[
+            "send",
+            "--pretty",
+            "--config",
+            &again.ready_value("client_config"),
+            &example("v5_2_5_5_request"),
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("   MSA|AA|"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(
+        std::fs::read(sandbox_dir.join("credential.toml")).unwrap(),
+        credential,
+        "reused, not registered again"
+    );
+    assert_eq!(again.terminate().code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn demo_runs_the_volume5_transactions() {
+    let o = hnsecure(&["demo"], b"");
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", text(&o.stderr));
+    assert!(out.contains("All answers were as expected."), "{out}");
+    assert!(out.contains("HNHR517E"), "the duplicate person: {out}");
+    assert!(out.contains("TXFR024E"), "the timeout: {out}");
+    assert!(!out.contains('✗'), "{out}");
+}
+
+#[test]
+fn gate_refuses_a_bad_config_clearly() {
+    let dir = temp_dir("cli-badgate");
+    std::fs::write(
+        dir.join("gate.toml"),
+        "listen = \"127.0.0.1:0\"\ngard = \"gard\"\nfacility = \"X\"\ncolour = 1\n",
+    )
+    .unwrap();
+    let o = hnsecure(
+        &["gate", "--config", dir.join("gate.toml").to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("colour"), "{}", text(&o.stderr));
+    std::fs::write(
+        dir.join("gate.toml"),
+        "listen = \"127.0.0.1:0\"\ngard = \"gard\"\nfacility = \"X\"\n",
+    )
+    .unwrap();
+    let o = hnsecure(
+        &["gate", "--config", dir.join("gate.toml").to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("HNGard"),
+        "names the missing directory: {}",
+        text(&o.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
