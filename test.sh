@@ -4,9 +4,11 @@
 #
 #   ./test.sh            everything
 #
-# Steps: rustfmt and clippy components, formatting, clippy (warnings are errors), and
-# the whole test suite (unit, Volume 5 examples, property tests, CLI, fuzz regressions,
-# doc examples).
+# Steps: rustfmt and clippy components, formatting, clippy (warnings are errors), the
+# whole Rust test suite (unit, Volume 5 examples, property tests, end to end over TLS,
+# CLI, fuzz regressions, doc examples), then the C ABI: the header is what cbindgen makes,
+# the C tests (with AddressSanitizer), the C examples (shared, static, pkg-config), the
+# C# and Java bindings' tests and examples, and the Rust example — all against a sandbox.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -52,5 +54,85 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --locked
+
+step "C ABI: the header is what cbindgen 0.29.4 makes"
+if ! cbindgen --version 2>/dev/null | grep -q "0.29.4"; then
+  cargo install cbindgen --locked --version 0.29.4
+fi
+work=$(mktemp -d)
+sandbox_pid=""
+cleanup() {
+  if [ -n "$sandbox_pid" ]; then kill "$sandbox_pid" 2>/dev/null || true; wait "$sandbox_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cbindgen --quiet --config cbindgen.toml --crate hnsecure --output "$work/hnapi.h"
+if ! cmp -s "$work/hnapi.h" include/hnapi.h; then
+  echo "include/hnapi.h is stale; regenerate it:"
+  echo "  cbindgen --quiet --config cbindgen.toml --crate hnsecure --output include/hnapi.h"
+  diff -u include/hnapi.h "$work/hnapi.h" | head -40 || true
+  exit 1
+fi
+
+step "C ABI: build the library, install it with hnapi.pc, start a sandbox"
+if have apt-get; then
+  apt_install pkg-config libasan8 mono-mcs libjna-java
+  have javac || apt_install openjdk-17-jdk-headless
+fi
+bash tools/install.sh --debug "$work/prefix"
+cargo build --locked --bin hnsecure --examples
+lib="$work/prefix/lib"
+target/debug/hnsecure sandbox --dir "$work/sandbox" --port 0 --log-level warn > "$work/ready" &
+sandbox_pid=$!
+for _ in $(seq 1 300); do
+  grep -q "^ready " "$work/ready" 2>/dev/null && break
+  kill -0 "$sandbox_pid" 2>/dev/null || { echo "the sandbox did not start"; exit 1; }
+  sleep 0.2
+done
+ready=$(head -1 "$work/ready")
+echo "$ready"
+client_toml=$(sed -n 's/.* client_config=\([^ ]*\).*/\1/p' <<<"$ready")
+server_toml=$(sed -n 's/.* server_config=\([^ ]*\).*/\1/p' <<<"$ready")
+[ -n "$client_toml" ] && [ -n "$server_toml" ] || { echo "no ready line from the sandbox"; exit 1; }
+
+step "C ABI: C tests (-Wall -Wextra -Werror, AddressSanitizer)"
+gcc -Wall -Wextra -Werror -std=c11 -g -fsanitize=address -fno-omit-frame-pointer \
+  -Iinclude tests/c/test_hnapi.c -L"$lib" -lhnapi -lpthread -o "$work/test_hnapi"
+LD_LIBRARY_PATH="$lib" "$work/test_hnapi" "$client_toml" "$server_toml"
+
+step "C ABI: C examples (shared, static, and through pkg-config)"
+export PKG_CONFIG_PATH="$lib/pkgconfig"
+# shellcheck disable=SC2046
+gcc -Wall -Wextra -Werror -std=c11 examples/c/send.c $(pkg-config --cflags --libs hnapi) -o "$work/send"
+# shellcheck disable=SC2046
+gcc -Wall -Wextra -Werror -std=c11 examples/c/server.c $(pkg-config --cflags --libs hnapi) -o "$work/server"
+# shellcheck disable=SC2046
+gcc -Wall -Wextra -Werror -std=c11 examples/c/send.c $(pkg-config --cflags hnapi) "$lib/libhnapi.a" \
+  $(pkg-config --static --libs hnapi | sed 's/-L[^ ]*//g; s/-lhnapi//') -o "$work/send-static"
+if ldd "$work/send-static" | grep -q libhnapi; then echo "send-static links libhnapi dynamically"; exit 1; fi
+LD_LIBRARY_PATH="$lib" "$work/send" "$client_toml" tests/data/v5_2_5_4_request.hl7 | tee "$work/send.out"
+grep -q "^MSA|AA|20010915000017|" "$work/send.out"
+"$work/send-static" "$client_toml" tests/data/v5_2_5_5_request.hl7 | grep -q "^MSA|AA|19980915000020|"
+LD_LIBRARY_PATH="$lib" "$work/server" "$server_toml" 1 > "$work/server.out" &
+server_pid=$!
+printf 'MSH|^~\\&|CEXAMPLE|BC00000098|HNAPI-DEMO|BC0003000|20261123120000||R03|CEXAMPLE1|D|2.3\rPID||9029274643^^^BC^PH\r' > "$work/demo.hl7"
+for _ in $(seq 1 50); do
+  LD_LIBRARY_PATH="$lib" "$work/send" "$client_toml" "$work/demo.hl7" > "$work/demo.out"
+  grep -q "HNPS007E" "$work/demo.out" || break   # until the server example is connected
+  sleep 0.2
+done
+cat "$work/demo.out"
+grep -q "^MSA|AA|CEXAMPLE1|" "$work/demo.out"
+wait "$server_pid"
+grep -q "answered request 1" "$work/server.out"
+
+step "C ABI: C# binding (mono)"
+bash tests/dotnet/run.sh "$lib" "$client_toml" "$server_toml"
+
+step "C ABI: Java binding (JNA)"
+bash tests/java/run.sh "$lib" "$client_toml" "$server_toml"
+
+step "Rust example"
+cargo run --locked --quiet --example send -- "$client_toml" tests/data/v5_2_5_4_request.hl7 | tr '\r' '\n' | grep -q "^MSA|AA|"
 
 step "all checks passed"

@@ -2,6 +2,7 @@
 //!
 //! Every configuration struct denies unknown keys, so a misspelt key is an error that
 //! says which key and where, not a silently ignored line.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -64,11 +65,57 @@ impl ConfigError {
 }
 
 /// Parses `text` as the configuration `T`; `path` names it in errors.
+///
+/// The error is one line naming the line and column and what is wrong, and never quotes
+/// the file: a credential file holds secrets, and error texts reach logs.
 pub fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
+    toml::from_str(text).map_err(|e| {
+        let what = redact_quoted(&e.message().replace(['\r', '\n'], " "));
+        let message = match e.span() {
+            Some(span) => {
+                let start = span.start.min(text.len());
+                let before = &text.as_bytes()[..start];
+                let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+                let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+                // The key is what its line has before `=`: a name, never a value.
+                let line_start = before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let line_text = text[line_start..].lines().next().unwrap_or("");
+                match line_text.split_once('=').map(|(k, _)| k.trim()) {
+                    Some(key) if !key.is_empty() && !key.contains(['"', '\'', ' ']) => {
+                        format!("line {line}, column {column}, key `{key}`: {what}")
+                    }
+                    _ => format!("line {line}, column {column}: {what}"),
+                }
+            }
+            None => what,
+        };
+        ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        }
     })
+}
+
+/// `text` with whatever stands between double quotes blanked out: serde quotes the
+/// offending value (`invalid type: string "…"`), and a value may be a secret.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if inside {
+                out.push('…');
+            }
+            inside = !inside;
+            out.push(c);
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Reads and parses the configuration file at `path`.
@@ -113,7 +160,23 @@ mod tests {
 
         let e = parse_toml::<Sample>("name = \"x\"\ncount = \"many\"\n", Path::new("x.toml"))
             .unwrap_err();
-        assert!(e.to_string().contains("count"), "{e}");
+        assert!(e.to_string().contains("key `count`"), "{e}");
+        assert!(
+            !e.to_string().contains("many"),
+            "the value is not quoted: {e}"
+        );
+
+        // A secret in a bad value is never quoted, and the error is one line.
+        let secret =
+            "name = \"x\"\ncount = 1\nkey = \"\\q-----BEGIN PRIVATE KEY-----SECRETSECRET\"\n";
+        let e = parse_toml::<Sample>(secret, Path::new("credential.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains("SECRET") && !e.contains("BEGIN") && !e.contains('\n'),
+            "{e}"
+        );
+        assert!(e.starts_with("credential.toml: line 3, column"), "{e}");
 
         let e = read_toml::<Sample>(Path::new("/no/such/file.toml")).unwrap_err();
         assert!(

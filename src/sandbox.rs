@@ -10,7 +10,10 @@
 //! DIR/gate.toml         the gateway's configuration: every route to the simulator
 //! DIR/client.toml       the facility's client configuration (gateways = the sandbox)
 //! DIR/credential.toml   the facility's credential (mode 0600)
+//! DIR/server.toml       a demo server application's configuration: it serves HNAPI-DEMO
+//! DIR/server-credential.toml  its credential (facility BC00000099, role server)
 //! ```
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,10 @@ use crate::gate::{Gate, GateConfig, GateError};
 pub const GATE_FACILITY: &str = "HNGATE-SANDBOX";
 /// The facility registered in a sandbox unless another is asked for.
 pub const DEFAULT_FACILITY: &str = "BC00000098";
+/// The demo server application's facility (registered with the role `server`).
+pub const SERVER_FACILITY: &str = "BC00000099";
+/// The application name the demo server application serves; routed to it as `app:HNAPI-DEMO`.
+pub const SERVER_APPLICATION: &str = "HNAPI-DEMO";
 
 /// How to start a sandbox.
 #[derive(Clone, Debug)]
@@ -110,10 +117,53 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// Registers the facility unless the credential already in the folder is its own
-    /// and HNGard still accepts it; then writes `client.toml` for this gateway address.
+    /// Makes sure the client facility and the demo server application are registered,
+    /// then writes `client.toml` and `server.toml` for this gateway address.
     async fn ensure_facility(&mut self, gard: &Gard, facility: &str) -> Result<(), SandboxError> {
-        let credential_path = self.dir.join("credential.toml");
+        self.ensure_registered(
+            gard,
+            facility,
+            "Sandbox facility",
+            Role::Client,
+            "credential.toml",
+        )
+        .await?;
+        self.ensure_registered(
+            gard,
+            SERVER_FACILITY,
+            "Sandbox server application",
+            Role::Server,
+            "server-credential.toml",
+        )
+        .await?;
+        let client_toml = format!(
+            "# The sandbox's client configuration (rewritten at every start).\n\
+             facility = \"{facility}\"\ncredential = \"credential.toml\"\ngateways = [\"{}\"]\ntimeout_secs = 70\n",
+            self.addr
+        );
+        std::fs::write(self.client_config(), client_toml).map_err(|e| fail("client.toml")(&e))?;
+        let server_toml = format!(
+            "# The sandbox's demo server application (rewritten at every start): it answers\n\
+             # the requests to {SERVER_APPLICATION}, which gate.toml routes to app:{SERVER_APPLICATION}.\n\
+             facility = \"{SERVER_FACILITY}\"\ncredential = \"server-credential.toml\"\ngateways = [\"{}\"]\n\
+             applications = [\"{SERVER_APPLICATION}\"]\n",
+            self.addr
+        );
+        std::fs::write(self.server_config(), server_toml).map_err(|e| fail("server.toml")(&e))?;
+        Ok(())
+    }
+
+    /// Registers `facility` unless the credential already in `file` is its own and
+    /// HNGard still accepts it.
+    async fn ensure_registered(
+        &self,
+        gard: &Gard,
+        facility: &str,
+        name: &str,
+        role: Role,
+        file: &str,
+    ) -> Result<(), SandboxError> {
+        let credential_path = self.dir.join(file);
         let usable = Credential::read(&credential_path).ok().filter(|c| {
             c.facility == facility
                 && c.tls_parts()
@@ -121,35 +171,29 @@ impl Sandbox {
                     .and_then(|p| p.chain.first().map(|d| gard.authenticate(d).is_ok()))
                     .unwrap_or(false)
         });
-        if usable.is_none() {
-            log::info!("registering facility {facility} with the sandbox's HNGard");
-            let week = Duration::from_secs(7 * 24 * 3600);
-            let code = match gard.facility(facility).map_err(|e| fail("HNGard")(&e))? {
-                Some(_) => gard.new_code(facility, week),
-                None => gard.add_facility(facility, "Sandbox facility", Role::Client, week),
-            }
-            .map_err(|e| fail("HNGard")(&e))?;
-            let ca = gard.ca_pem().map_err(|e| fail("HNGard")(&e))?;
-            let credential = crate::client::register(
-                &self.addr.to_string(),
-                facility,
-                &code,
-                &ca,
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|e| fail("registration")(&e))?;
-            credential
-                .write(&credential_path)
-                .map_err(|e| fail("credential.toml")(&e))?;
+        if usable.is_some() {
+            return Ok(());
         }
-        let client_toml = format!(
-            "# The sandbox's client configuration (rewritten at every start).\n\
-             facility = \"{facility}\"\ncredential = \"credential.toml\"\ngateways = [\"{}\"]\ntimeout_secs = 70\n",
-            self.addr
-        );
-        std::fs::write(self.client_config(), client_toml).map_err(|e| fail("client.toml")(&e))?;
-        Ok(())
+        log::info!("registering facility {facility} with the sandbox's HNGard");
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let code = match gard.facility(facility).map_err(|e| fail("HNGard")(&e))? {
+            Some(_) => gard.new_code(facility, week),
+            None => gard.add_facility(facility, name, role, week),
+        }
+        .map_err(|e| fail("HNGard")(&e))?;
+        let ca = gard.ca_pem().map_err(|e| fail("HNGard")(&e))?;
+        let credential = crate::client::register(
+            &self.addr.to_string(),
+            facility,
+            &code,
+            &ca,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| fail("registration")(&e))?;
+        credential
+            .write(&credential_path)
+            .map_err(|e| fail(file)(&e))
     }
 
     /// The gateway's address.
@@ -160,6 +204,11 @@ impl Sandbox {
     /// The facility's `client.toml`.
     pub fn client_config(&self) -> PathBuf {
         self.dir.join("client.toml")
+    }
+
+    /// The demo server application's `server.toml`.
+    pub fn server_config(&self) -> PathBuf {
+        self.dir.join("server.toml")
     }
 
     /// The gateway's `gate.toml`.
@@ -196,10 +245,15 @@ impl Sandbox {
 
 fn gate_toml_text(port: u16) -> String {
     format!(
-        "# The sandbox's gateway (hnsecure sandbox). Every request goes to the simulator.\n\
+        "# The sandbox's gateway (hnsecure sandbox). Requests to {SERVER_APPLICATION} go to the demo\n\
+         # server application (server.toml); every other request goes to the simulator.\n\
          listen = \"127.0.0.1:{port}\"\n\
          gard = \"gard\"\n\
          facility = \"{GATE_FACILITY}\"\n\n\
+         [[route]]\n\
+         application = \"{SERVER_APPLICATION}\"\n\
+         destination = \"app:{SERVER_APPLICATION}\"\n\
+         timeout_secs = 70\n\n\
          [[route]]\n\
          application = \"*\"\n\
          destination = \"sim\"\n\

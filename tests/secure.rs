@@ -481,3 +481,144 @@ fn tickets_with_fifty_in_flight() {
         .unwrap();
     assert!(get(&late.bytes, "MSA-3").starts_with("TXFR024E"));
 }
+
+/// An AA acknowledgment of `request`, as a receiving application answers.
+fn ack(request: &[u8], from: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|{from}|BC00000099|{}|{}|{}||ACK|{}|D|2.3\rMSA|AA|{}|HJMB001ISUCCESSFULLY COMPLETED\r",
+        get(request, "MSH-3"),
+        get(request, "MSH-4"),
+        hnapi::hl7::now_pacific(),
+        hnapi::hl7::new_control_id(),
+        get(request, "MSH-10")
+    )
+    .into_bytes()
+}
+
+/// Sends until the server application is connected (until then: HNPS007E).
+fn send_when_served(client: &Client, message: &[u8]) -> hnapi::client::Answer {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = client
+            .send_receive(message, Some(Duration::from_secs(5)))
+            .unwrap();
+        if !get(&answer.bytes, "MSA-3").starts_with("HNPS007E") || Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_server_application_answers_through_the_gateway() {
+    let system = System::start("serverapp");
+    let server =
+        Arc::new(hnapi::client::Server::open_file(&system.sandbox().server_config()).unwrap());
+    let serving = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            while answered < 5 {
+                if let Some(request) = server.receive(Duration::from_millis(200)).unwrap() {
+                    server
+                        .respond(request.id, &ack(&request.bytes, "HNAPI-DEMO"))
+                        .unwrap();
+                    answered += 1;
+                }
+            }
+        })
+    };
+    let client = Client::open_file(&system.client_config()).unwrap();
+    for _ in 0..5 {
+        let message = request("HNAPI-DEMO", "R03", "PID||9029274643^^^BC^PH\r");
+        let answer = send_when_served(&client, &message);
+        assert_eq!(
+            get(&answer.bytes, "MSH-3"),
+            "HNAPI-DEMO",
+            "{:?}",
+            String::from_utf8_lossy(&answer.bytes)
+        );
+        assert_eq!(get(&answer.bytes, "MSA-2"), get(&message, "MSH-10"));
+    }
+    serving.join().unwrap();
+    // Answering an id twice, or one never received, is refused.
+    assert!(matches!(
+        server.respond(1, b"MSH|^~\\&|A|B|C|D|1||ACK|1|P|2.3\r"),
+        Err(hnapi::client::ClientError::UnknownRequest)
+    ));
+}
+
+#[test]
+fn a_route_to_an_application_nobody_serves() {
+    let gate_toml = "listen = \"127.0.0.1:0\"\ngard = \"gard\"\nfacility = \"HNGATE01\"\n\
+                     [[route]]\napplication = \"NOBODY\"\ndestination = \"app:NOBODY\"\n";
+    let system = System::start_with("nobody", Some(gate_toml));
+    let client = Client::open_file(&system.client_config()).unwrap();
+    let answer = client
+        .send_receive(&request("NOBODY", "R03", ""), None)
+        .unwrap();
+    assert_eq!(get(&answer.bytes, "MSH-3"), "HNGATE");
+    assert_eq!(
+        get(&answer.bytes, "MSA-3"),
+        "HNPS007E Receiving application is not connected: NOBODY"
+    );
+}
+
+#[test]
+fn a_client_facility_may_not_serve() {
+    let system = System::start("notaserver");
+    system.runtime.block_on(async {
+        let (mut stream, _) = raw_session(&system).await;
+        let serve = Frame::Serve {
+            applications: vec!["HNAPI-DEMO".into()],
+        };
+        write_frame(&mut stream, &serve).await.unwrap();
+        let answer = read_frame(&mut stream, transport::DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            Some(Frame::Refused {
+                id: 0,
+                reason: Refusal::NotAServer
+            })
+        );
+    });
+}
+
+#[test]
+fn a_server_application_that_does_not_answer_times_out() {
+    let system = System::start("silentserver");
+    let server = hnapi::client::Server::open_file(&system.sandbox().server_config()).unwrap();
+    let client = Client::open_file(&system.client_config()).unwrap();
+    // Wait until it is connected: a first request is received and answered.
+    let first = request("HNAPI-DEMO", "R03", "");
+    let waiting = std::thread::scope(|s| {
+        let answering = s.spawn(|| {
+            loop {
+                if let Some(r) = server.receive(Duration::from_millis(100)).unwrap() {
+                    server.respond(r.id, &ack(&r.bytes, "HNAPI-DEMO")).unwrap();
+                    return;
+                }
+            }
+        });
+        let answer = send_when_served(&client, &first);
+        answering.join().unwrap();
+        answer
+    });
+    assert_eq!(get(&waiting.bytes, "MSA-1"), "AA");
+
+    // Now it receives but never answers.
+    let message = request("HNAPI-DEMO", "R03", "");
+    let started = Instant::now();
+    let answer = client
+        .send_receive(&message, Some(Duration::from_secs(2)))
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(get(&answer.bytes, "MSH-3"), "HNGATE");
+    assert!(
+        get(&answer.bytes, "MSA-3").starts_with("TXFR024E"),
+        "{}",
+        get(&answer.bytes, "MSA-3")
+    );
+}

@@ -3,12 +3,13 @@
 //! for its id; a keepalive task pings after a silence. Answers may come in any order.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::transport::{
     self, ClientStream, ConnectError, Frame, FrameReader, FrameWriter, Refusal, read_frame,
@@ -28,6 +29,19 @@ pub(crate) enum Reply {
     TimedOut,
 }
 
+/// A request the gateway sent to this connection (a server application's connection).
+pub(crate) struct Inbound {
+    pub(crate) id: u64,
+    pub(crate) timeout_ms: u32,
+    pub(crate) envelope: Vec<u8>,
+}
+
+/// What a server application's connection serves, and where its requests go.
+pub(crate) struct Serving<'a> {
+    pub(crate) applications: &'a [String],
+    pub(crate) inbound: mpsc::UnboundedSender<Inbound>,
+}
+
 /// Why a connection could not be opened.
 #[derive(Debug)]
 pub(crate) enum OpenError {
@@ -45,16 +59,20 @@ pub(crate) struct Connection {
     alive: AtomicBool,
     /// Becomes true when the connection closes, so its tasks stop at once.
     closed: watch::Sender<bool>,
+    /// Where requests from the gateway go, on a server application's connection.
+    inbound: Option<mpsc::UnboundedSender<Inbound>>,
 }
 
 impl Connection {
-    /// Connects, completes TLS, and waits for the gateway to accept the certificate.
+    /// Connects, completes TLS, and waits for the gateway to accept the certificate;
+    /// with `serving`, also asks for the requests to its applications.
     pub(crate) async fn open(
         gateway: &str,
         tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         keepalive: Duration,
         max_frame: usize,
+        serving: Option<Serving<'_>>,
     ) -> Result<Arc<Self>, OpenError> {
         let stream = match transport::connect(gateway, tls, connect_timeout).await {
             Ok(s) => s,
@@ -64,38 +82,53 @@ impl Connection {
             Err(e) => return Err(OpenError::Unreachable(e)),
         };
         let (mut reader, writer) = tokio::io::split(stream);
+        let writer = FrameWriter::new(writer);
         // In TLS 1.3 the gateway judges the client's certificate after the client has
-        // finished its handshake; its verdict is the first frame (or an alert).
-        match tokio::time::timeout(connect_timeout, read_frame(&mut reader, max_frame)).await {
-            Ok(Ok(Some(Frame::Accepted))) => {}
-            Ok(Ok(Some(Frame::Refused { reason, .. }))) => {
-                return Err(OpenError::Refused(reason.to_string()));
+        // finished its handshake; its verdict is the first frame (or an alert). A server
+        // application then asks for its applications and waits for the second verdict.
+        verdict(&mut reader, connect_timeout, max_frame).await?;
+        let inbound = match serving {
+            Some(serving) => {
+                let serve = Frame::Serve {
+                    applications: serving.applications.to_vec(),
+                };
+                writer
+                    .send(&serve)
+                    .await
+                    .map_err(|e| OpenError::Refused(format!("sending Serve: {e}")))?;
+                verdict(&mut reader, connect_timeout, max_frame).await?;
+                Some(serving.inbound)
             }
-            Ok(Ok(Some(other))) => {
-                return Err(OpenError::Refused(format!(
-                    "unexpected first frame {other:?}"
-                )));
-            }
-            Ok(Ok(None)) => {
-                return Err(OpenError::Refused(
-                    "the gateway closed the connection".into(),
-                ));
-            }
-            Ok(Err(e)) => return Err(OpenError::Refused(e.to_string())),
-            Err(_) => return Err(OpenError::Unreachable(ConnectError::Timeout)),
-        }
+            None => None,
+        };
         let connection = Arc::new(Self {
             gateway: gateway.to_owned(),
-            writer: FrameWriter::new(writer),
+            writer,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             alive: AtomicBool::new(true),
             closed: watch::Sender::new(false),
+            inbound,
         });
         tokio::spawn(read_loop(connection.clone(), reader, keepalive, max_frame));
         tokio::spawn(keepalive_loop(connection.clone(), keepalive));
         log::info!("connected to gateway {gateway}");
         Ok(connection)
+    }
+
+    /// Sends a frame of this side's own (a server application's answers).
+    pub(crate) async fn send(&self, frame: &Frame) -> std::io::Result<()> {
+        let sent = self.writer.send(frame).await;
+        if sent.is_err() {
+            self.close(|| Reply::Lost);
+        }
+        sent
+    }
+
+    /// Completes when the connection has closed.
+    pub(crate) async fn wait_closed(&self) {
+        let mut closed = self.closed.subscribe();
+        until_true(&mut closed).await;
     }
 
     pub(crate) fn gateway(&self) -> &str {
@@ -241,6 +274,19 @@ async fn read_loop(
             }
             Frame::Refused { id, reason } => connection.deliver(id, Reply::Refused(reason)),
             Frame::Pong { .. } => {}
+            Frame::Request {
+                id,
+                timeout_ms,
+                envelope,
+            } if connection.inbound.is_some() => {
+                if let Some(inbound) = &connection.inbound {
+                    let _ = inbound.send(Inbound {
+                        id,
+                        timeout_ms,
+                        envelope,
+                    });
+                }
+            }
             other => {
                 log::warn!(
                     "gateway {} sent an unexpected {other:?}; closing",
@@ -251,4 +297,126 @@ async fn read_loop(
         }
     }
     connection.close(|| Reply::Lost);
+}
+
+/// Reads the gateway's verdict on what was just sent: `Accepted`, or why not.
+async fn verdict(
+    reader: &mut ReadHalf<ClientStream>,
+    timeout: Duration,
+    max_frame: usize,
+) -> Result<(), OpenError> {
+    match tokio::time::timeout(timeout, read_frame(reader, max_frame)).await {
+        Ok(Ok(Some(Frame::Accepted))) => Ok(()),
+        Ok(Ok(Some(Frame::Refused { reason, .. }))) => Err(OpenError::Refused(reason.to_string())),
+        Ok(Ok(Some(other))) => Err(OpenError::Refused(format!("unexpected frame {other:?}"))),
+        Ok(Ok(None)) => Err(OpenError::Refused(
+            "the gateway closed the connection".into(),
+        )),
+        Ok(Err(e)) => Err(OpenError::Refused(e.to_string())),
+        Err(_) => Err(OpenError::Unreachable(ConnectError::Timeout)),
+    }
+}
+
+/// What dialling found.
+pub(crate) enum DialError {
+    /// No gateway answered in time.
+    Unreachable,
+    /// A gateway was reached but refused this facility (TLS, certificate, revocation).
+    Refused,
+}
+
+/// The gateways to try, in order from the last that worked, each skipped for a while
+/// after it failed (backing off from 250 ms to 5 s) — Volume 5, 2.6: "make use of
+/// alternate connections".
+pub(crate) struct Dialer {
+    gateways: Vec<GatewayState>,
+    preferred: usize,
+}
+
+struct GatewayState {
+    addr: String,
+    next_attempt: Instant,
+    backoff: Duration,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Dialer {
+    pub(crate) fn new(gateways: &[String]) -> Self {
+        let now = Instant::now();
+        Self {
+            gateways: gateways
+                .iter()
+                .map(|addr| GatewayState {
+                    addr: addr.clone(),
+                    next_attempt: now,
+                    backoff: FIRST_BACKOFF,
+                })
+                .collect(),
+            preferred: 0,
+        }
+    }
+
+    /// Opens a connection with `open(gateway, time allowed)`, trying the gateways in turn
+    /// until one works or `deadline` passes.
+    pub(crate) async fn dial<F, Fut>(
+        &mut self,
+        deadline: Instant,
+        connect_timeout: Duration,
+        mut open: F,
+    ) -> Result<Arc<Connection>, DialError>
+    where
+        F: FnMut(String, Duration) -> Fut,
+        Fut: Future<Output = Result<Arc<Connection>, OpenError>>,
+    {
+        let count = self.gateways.len();
+        let mut refused = false;
+        for step in 0..count {
+            let index = (self.preferred + step) % count;
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if self.gateways[index].next_attempt > now {
+                continue;
+            }
+            let addr = self.gateways[index].addr.clone();
+            let opened = open(addr.clone(), connect_timeout.min(deadline - now)).await;
+            let gateway = &mut self.gateways[index];
+            match opened {
+                Ok(connection) => {
+                    gateway.backoff = FIRST_BACKOFF;
+                    self.preferred = index;
+                    return Ok(connection);
+                }
+                Err(e) => {
+                    match &e {
+                        OpenError::Unreachable(why) => log::warn!("gateway {addr}: {why}"),
+                        OpenError::Refused(why) => {
+                            log::warn!("gateway {addr} refused this facility: {why}");
+                            refused = true;
+                        }
+                    }
+                    gateway.next_attempt = Instant::now() + gateway.backoff;
+                    gateway.backoff = (gateway.backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        Err(if refused {
+            DialError::Refused
+        } else {
+            DialError::Unreachable
+        })
+    }
+
+    /// How long until some gateway may be tried again.
+    pub(crate) fn wait(&self) -> Duration {
+        let now = Instant::now();
+        self.gateways
+            .iter()
+            .map(|g| g.next_attempt.saturating_duration_since(now))
+            .min()
+            .unwrap_or(FIRST_BACKOFF)
+    }
 }

@@ -17,28 +17,29 @@
 //! [`AsyncClient`] is the core, for code that runs its own tokio runtime (the client
 //! daemon). [`Client`] wraps it with a small runtime of its own, for threads that block
 //! (the C ABI, `hnsecure send`); both are safe to share between threads.
+#![forbid(unsafe_code)]
 
 mod config;
 mod conn;
 pub mod credential;
 mod register;
+mod server;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 pub use config::{ClientConfig, DEFAULT_TIMEOUT};
 pub use credential::Credential;
 pub use register::{RegisterError, register};
+pub use server::{Request, Server, ServerConfig};
 
 use crate::config::ConfigError;
 use crate::envelope::{self, Direction, EnvelopeError, MasterKey};
 use crate::hl7::{self, Message, NetworkCode, NetworkComponent, ParseError};
 use crate::transport::{Refusal, tls};
-use conn::{Connection, OpenError, Reply};
+use conn::{Connection, DialError, Dialer, Reply};
 
 /// An answer to a request: the receiver's bytes, or a network ACK made by this library.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,8 +68,23 @@ pub enum ClientError {
     Encryption(String),
     /// The configuration or credential cannot be used.
     Config(ConfigError),
+    /// The configuration names one facility and the credential is another's.
+    DomainMismatch {
+        /// The facility of the credential.
+        credential: String,
+        /// The facility of the configuration.
+        configured: String,
+    },
     /// The ticket is unknown, or its answer was already received.
     UnknownTicket,
+    /// A server application answered a request id it does not have (unknown, already
+    /// answered, or given up on by the gateway).
+    UnknownRequest,
+    /// The connection a server application's request came on is gone, so its answer
+    /// cannot be delivered.
+    Connection(String),
+    /// The client or server was shut down ([`Client::shutdown`], [`Server::shutdown`]).
+    ShutDown,
     /// The client could not start (its runtime, or its TLS configuration).
     Internal(String),
 }
@@ -84,8 +100,22 @@ impl std::fmt::Display for ClientError {
             }
             Self::Encryption(why) => write!(f, "encryption failed: {why}"),
             Self::Config(e) => write!(f, "{e}"),
+            Self::DomainMismatch {
+                credential,
+                configured,
+            } => write!(
+                f,
+                "the credential is for facility {credential}, but the configuration says {configured}"
+            ),
             Self::UnknownTicket => {
                 f.write_str("unknown ticket, or its answer was already received")
+            }
+            Self::UnknownRequest => f.write_str(
+                "unknown request id: never received, already answered, or no longer awaited",
+            ),
+            Self::Connection(why) => write!(f, "{why}"),
+            Self::ShutDown => {
+                f.write_str("shut down: no call waits any more, and none is accepted")
             }
             Self::Internal(why) => write!(f, "internal error: {why}"),
         }
@@ -114,74 +144,39 @@ struct Inner {
     /// The live connection, if any.
     current: Mutex<Option<Arc<Connection>>>,
     /// Held while connecting, so concurrent requests share one attempt.
-    link: tokio::sync::Mutex<Link>,
+    dialer: tokio::sync::Mutex<Dialer>,
 }
 
-/// Which gateways to try, and when each may be tried again.
-struct Link {
-    gateways: Vec<GatewayState>,
-    preferred: usize,
-}
-
-struct GatewayState {
-    addr: String,
-    next_attempt: Instant,
-    backoff: Duration,
-}
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// What connecting found.
-enum LinkError {
-    /// No gateway answered in time.
-    Unreachable,
-    /// A gateway was reached but refused this facility (TLS, certificate, revocation).
-    Refused,
+/// The facility's credential at `path`, checked to be `facility`'s, and a TLS client
+/// configuration presenting its certificate and trusting only HNGard's CA.
+fn facility_tls(
+    facility: &str,
+    path: &std::path::Path,
+) -> Result<(Credential, Arc<rustls::ClientConfig>), ClientError> {
+    let credential = Credential::read(path)?;
+    if credential.facility != facility {
+        return Err(ClientError::DomainMismatch {
+            credential: credential.facility,
+            configured: facility.to_owned(),
+        });
+    }
+    let invalid = |key: &str, e: tls::TlsError| {
+        ClientError::Config(ConfigError::invalid(path, key, e.to_string()))
+    };
+    let parts = credential
+        .tls_parts()
+        .map_err(|e| invalid("certificate", e))?;
+    let tls = tls::client_config(&parts.ca, Some((parts.chain, parts.key)))
+        .map_err(|e| invalid("private_key", e))?;
+    Ok((credential, tls))
 }
 
 impl AsyncClient {
     /// A client for `config`: reads the credential and prepares TLS. It connects on the
     /// first request, not before.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
-        let credential = Credential::read(&config.credential)?;
-        if credential.facility != config.facility {
-            return Err(ClientError::Config(ConfigError::invalid(
-                &config.credential,
-                "facility",
-                format!(
-                    "the credential is for {}, but the configuration says {}",
-                    credential.facility, config.facility
-                ),
-            )));
-        }
-        let parts = credential.tls_parts().map_err(|e| {
-            ClientError::Config(ConfigError::invalid(
-                &config.credential,
-                "certificate",
-                e.to_string(),
-            ))
-        })?;
-        let tls = tls::client_config(&parts.ca, Some((parts.chain, parts.key))).map_err(|e| {
-            ClientError::Config(ConfigError::invalid(
-                &config.credential,
-                "private_key",
-                e.to_string(),
-            ))
-        })?;
-        let now = Instant::now();
-        let link = Link {
-            gateways: config
-                .gateways
-                .iter()
-                .map(|addr| GatewayState {
-                    addr: addr.clone(),
-                    next_attempt: now,
-                    backoff: FIRST_BACKOFF,
-                })
-                .collect(),
-            preferred: 0,
-        };
+        let (credential, tls) = facility_tls(&config.facility, &config.credential)?;
+        let dialer = Dialer::new(&config.gateways);
         Ok(Self {
             inner: Arc::new(Inner {
                 facility: credential.facility.clone(),
@@ -189,7 +184,7 @@ impl AsyncClient {
                 config,
                 tls,
                 current: Mutex::new(None),
-                link: tokio::sync::Mutex::new(link),
+                dialer: tokio::sync::Mutex::new(dialer),
             }),
         })
     }
@@ -207,12 +202,7 @@ impl AsyncClient {
         timeout: Option<Duration>,
     ) -> Result<Answer, ClientError> {
         let request = Message::parse(message).map_err(ClientError::InvalidFormat)?;
-        if message.len() + 512 > self.inner.config.max_frame_bytes {
-            return Err(ClientError::TooLarge {
-                size: message.len(),
-                max: self.inner.config.max_frame_bytes - 512,
-            });
-        }
+        self.check_size(message)?;
         let timeout = timeout.unwrap_or(self.inner.config.timeout);
         let deadline = Instant::now() + timeout;
         let network = |code| Answer {
@@ -229,8 +219,8 @@ impl AsyncClient {
 
         let connection = match self.connection(deadline).await {
             Ok(c) => c,
-            Err(LinkError::Unreachable) => return Ok(network(NetworkCode::Txfr024E)),
-            Err(LinkError::Refused) => return Ok(network(NetworkCode::Txfr029E)),
+            Err(DialError::Unreachable) => return Ok(network(NetworkCode::Txfr024E)),
+            Err(DialError::Refused) => return Ok(network(NetworkCode::Txfr029E)),
         };
         let inner = &self.inner;
         let sealed = envelope::seal(
@@ -274,67 +264,51 @@ impl AsyncClient {
         }
     }
 
-    /// The live connection, or a new one: gateways in order from the last one that
-    /// worked, skipping any that failed too recently (backing off up to 5 s).
-    async fn connection(&self, deadline: Instant) -> Result<Arc<Connection>, LinkError> {
+    /// Refuses a message too large for one frame (its envelope adds a header, a MAC and
+    /// up to 8 bytes of padding; 512 bytes cover them).
+    pub(crate) fn check_size(&self, message: &[u8]) -> Result<(), ClientError> {
+        let max = self.inner.config.max_frame_bytes - 512;
+        if message.len() > max {
+            return Err(ClientError::TooLarge {
+                size: message.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// The live connection, or a new one (see [`Dialer`]).
+    async fn connection(&self, deadline: Instant) -> Result<Arc<Connection>, DialError> {
         if let Some(c) = self.live() {
             return Ok(c);
         }
         let inner = &self.inner;
-        let Ok(mut link) = tokio::time::timeout_at(deadline.into(), inner.link.lock()).await else {
-            return Err(LinkError::Unreachable);
+        let Ok(mut dialer) = tokio::time::timeout_at(deadline.into(), inner.dialer.lock()).await
+        else {
+            return Err(DialError::Unreachable);
         };
         if let Some(c) = self.live() {
             return Ok(c); // another request connected while this one waited
         }
-        let count = link.gateways.len();
-        let mut refused = false;
-        for step in 0..count {
-            let index = (link.preferred + step) % count;
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            if link.gateways[index].next_attempt > now {
-                continue;
-            }
-            let addr = link.gateways[index].addr.clone();
-            let budget = inner.config.connect_timeout.min(deadline - now);
-            let opened = Connection::open(
-                &addr,
-                inner.tls.clone(),
-                budget,
-                inner.config.keepalive,
-                inner.config.max_frame_bytes,
-            )
-            .await;
-            let gateway = &mut link.gateways[index];
-            match opened {
-                Ok(connection) => {
-                    gateway.backoff = FIRST_BACKOFF;
-                    link.preferred = index;
-                    *inner.current.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(connection.clone());
-                    return Ok(connection);
+        let config = &inner.config;
+        let connection = dialer
+            .dial(deadline, config.connect_timeout, |addr, budget| {
+                let tls = inner.tls.clone();
+                async move {
+                    Connection::open(
+                        &addr,
+                        tls,
+                        budget,
+                        config.keepalive,
+                        config.max_frame_bytes,
+                        None,
+                    )
+                    .await
                 }
-                Err(e) => {
-                    match &e {
-                        OpenError::Unreachable(why) => log::warn!("gateway {addr}: {why}"),
-                        OpenError::Refused(why) => {
-                            log::warn!("gateway {addr} refused this facility: {why}");
-                            refused = true;
-                        }
-                    }
-                    gateway.next_attempt = Instant::now() + gateway.backoff;
-                    gateway.backoff = (gateway.backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        Err(if refused {
-            LinkError::Refused
-        } else {
-            LinkError::Unreachable
-        })
+            })
+            .await?;
+        *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
+        Ok(connection)
     }
 
     /// Closes the connection to the gateway, if any (the next request connects again).
@@ -362,14 +336,46 @@ pub struct Ticket(pub u64);
 
 type Outcome = Result<Answer, ClientError>;
 
+/// A transaction started with [`Client::send`]: its outcome once it has one. Shared, so
+/// that several threads may wait on the same ticket.
+struct Slot {
+    outcome: Mutex<Option<Outcome>>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+/// Completes its slot when dropped: with the outcome given, or — should the task end
+/// without one (a panic) — with an internal error, so no ticket waits forever.
+struct Completion(Arc<Slot>);
+
+impl Completion {
+    fn complete(self, outcome: Outcome) {
+        *self.0.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let mut outcome = self.0.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        if outcome.is_none() {
+            *outcome = Some(Err(ClientError::Internal(
+                "the transaction ended without an answer".into(),
+            )));
+        }
+        drop(outcome);
+        self.0.done.send_replace(true);
+    }
+}
+
 /// The blocking client: [`AsyncClient`] on a small runtime of its own. Share one
 /// between threads; every method may be called from many threads at once (but not from
 /// inside an async task: use [`AsyncClient`] there).
 pub struct Client {
     runtime: Option<tokio::runtime::Runtime>,
     core: AsyncClient,
-    tickets: Mutex<HashMap<u64, oneshot::Receiver<Outcome>>>,
+    tickets: Mutex<HashMap<u64, Arc<Slot>>>,
     next_ticket: AtomicU64,
+    /// Becomes true at [`Client::shutdown`]: every waiting call returns at once.
+    shut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Client {
@@ -392,6 +398,32 @@ impl Client {
             core,
             tickets: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(1),
+            shut: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    /// Makes every call waiting on this client, in any thread, return
+    /// [`ClientError::ShutDown`] at once, and every later call too; transactions in flight
+    /// are abandoned (their answers, if they come, are dropped).
+    pub fn shutdown(&self) {
+        self.shut.send_replace(true);
+    }
+
+    fn is_shut(&self) -> bool {
+        *self.shut.borrow()
+    }
+
+    /// Runs `work` on the runtime unless or until the client is shut down.
+    fn until_shutdown<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let mut shut = self.shut.subscribe();
+        self.runtime().block_on(async move {
+            tokio::select! {
+                result = work => result,
+                () = crate::transport::until_true(&mut shut) => Err(ClientError::ShutDown),
+            }
         })
     }
 
@@ -415,59 +447,71 @@ impl Client {
         message: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Answer, ClientError> {
-        self.runtime()
-            .block_on(self.core.send_receive(message, timeout))
+        self.until_shutdown(self.core.send_receive(message, timeout))
     }
 
     /// Starts a transaction and returns at once with its ticket. A message without a
-    /// usable MSH is refused here, not later.
+    /// usable MSH, or too large to send, is refused here, not later.
     pub fn send(&self, message: &[u8], timeout: Option<Duration>) -> Result<Ticket, ClientError> {
+        if self.is_shut() {
+            return Err(ClientError::ShutDown);
+        }
         Message::parse(message).map_err(ClientError::InvalidFormat)?;
+        self.core.check_size(message)?;
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.lock_tickets().insert(ticket, rx);
+        let slot = Arc::new(Slot {
+            outcome: Mutex::new(None),
+            done: tokio::sync::watch::Sender::new(false),
+        });
+        self.lock_tickets().insert(ticket, slot.clone());
         let core = self.core.clone();
         let message = message.to_vec();
         self.runtime().spawn(async move {
-            let _ = tx.send(core.send_receive(&message, timeout).await);
+            // Whatever happens to this task, the slot is completed (see `Completion`).
+            let completion = Completion(slot);
+            let outcome = core.send_receive(&message, timeout).await;
+            completion.complete(outcome);
         });
         Ok(Ticket(ticket))
     }
 
     /// The answer for `ticket`, waiting up to `wait` (zero polls). `Ok(None)` when it is
-    /// not there yet; the ticket stays valid. Every transaction ends by its timeout.
+    /// not there yet; the ticket stays valid, for this thread and any other. Every
+    /// transaction ends by its timeout. Once one caller has the answer, the ticket is gone.
     pub fn receive(&self, ticket: Ticket, wait: Duration) -> Result<Option<Answer>, ClientError> {
-        let Some(mut rx) = self.lock_tickets().remove(&ticket.0) else {
+        if self.is_shut() {
+            return Err(ClientError::ShutDown);
+        }
+        let Some(slot) = self.lock_tickets().get(&ticket.0).cloned() else {
             return Err(ClientError::UnknownTicket);
         };
-        let ended = || ClientError::Internal("the transaction ended without an answer".into());
-        let outcome = if wait.is_zero() {
-            match rx.try_recv() {
-                Ok(result) => Some(result),
-                Err(oneshot::error::TryRecvError::Empty) => None,
-                Err(oneshot::error::TryRecvError::Closed) => return Err(ended()),
-            }
-        } else {
+        if !*slot.done.borrow() && !wait.is_zero() {
+            let mut done = slot.done.subscribe();
             // The timer must be made inside the runtime, so the future is built there.
-            match self
-                .runtime()
-                .block_on(async { tokio::time::timeout(wait, &mut rx).await })
-            {
-                Ok(Ok(result)) => Some(result),
-                Ok(Err(_)) => return Err(ended()),
-                Err(_) => None,
+            self.until_shutdown(async move {
+                let _ = tokio::time::timeout(wait, crate::transport::until_true(&mut done)).await;
+                Ok(())
+            })?;
+        }
+        if !*slot.done.borrow() {
+            return Ok(None);
+        }
+        let taken = slot
+            .outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match taken {
+            Some(outcome) => {
+                self.lock_tickets().remove(&ticket.0);
+                outcome.map(Some)
             }
-        };
-        match outcome {
-            Some(result) => result.map(Some),
-            None => {
-                self.lock_tickets().insert(ticket.0, rx);
-                Ok(None)
-            }
+            // Another thread took the answer a moment ago.
+            None => Err(ClientError::UnknownTicket),
         }
     }
 
-    fn lock_tickets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Receiver<Outcome>>> {
+    fn lock_tickets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
         self.tickets.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

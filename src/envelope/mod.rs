@@ -47,6 +47,7 @@
 //!
 //! [`read_header`] reads the clear header without any cryptography, so that a gateway
 //! can find the facility's key before opening.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -19,8 +19,8 @@ use super::{
     Sealed, TAG_LEN, VERSION,
 };
 
-type Encryptor = cbc::Encryptor<TdesEde3>;
-type Decryptor = cbc::Decryptor<TdesEde3>;
+type TdesCbcEncryptor = cbc::Encryptor<TdesEde3>;
+type TdesCbcDecryptor = cbc::Decryptor<TdesEde3>;
 type HmacSha256 = Hmac<Sha256>;
 
 /// The HKDF info prefix; the direction byte follows it.
@@ -58,13 +58,13 @@ impl Keys {
         &self.0[32..]
     }
 
-    fn encryptor(&self) -> Encryptor {
-        Encryptor::new_from_slices(self.tdes_key(), self.iv())
+    fn encryptor(&self) -> TdesCbcEncryptor {
+        TdesCbcEncryptor::new_from_slices(self.tdes_key(), self.iv())
             .expect("a 24-byte key and an 8-byte IV are what TDES-EDE3-CBC takes")
     }
 
-    fn decryptor(&self) -> Decryptor {
-        Decryptor::new_from_slices(self.tdes_key(), self.iv())
+    fn decryptor(&self) -> TdesCbcDecryptor {
+        TdesCbcDecryptor::new_from_slices(self.tdes_key(), self.iv())
             .expect("a 24-byte key and an 8-byte IV are what TDES-EDE3-CBC takes")
     }
 

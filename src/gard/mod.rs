@@ -53,6 +53,7 @@
 //!
 //! The storage sits behind the [`Store`] trait ([`SqliteStore`] here) so that a shared
 //! PostgreSQL directory can serve several gateways later.
+#![forbid(unsafe_code)]
 
 mod code;
 mod error;

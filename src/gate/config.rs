@@ -18,7 +18,8 @@
 //! application = "RAIRCRD-NW-PRSN"    # MSH-5, or "*" for any
 //! # facility = "BC0003000"           # MSH-6, when given
 //! # message_type = "R02"             # MSH-9.1, or the whole MSH-9 (`R46^Z26`), when given
-//! destination = "sim"                # the built-in simulator
+//! destination = "sim"                # the built-in simulator, or "app:NAME": an HNAPI server
+//!                                    # application connected to the gateway that serves NAME
 //! # timeout_secs = 70                # the destination must answer within this (and the sender's timeout)
 //! ```
 
@@ -106,6 +107,8 @@ pub struct Route {
 pub enum Destination {
     /// The built-in simulator of the Ministry's applications.
     Sim,
+    /// An HNAPI server application connected to the gateway, serving this name.
+    App(String),
 }
 
 impl Route {
@@ -227,11 +230,16 @@ impl GateConfig {
             let key = |k: &str| format!("route[{}].{k}", i + 1);
             let destination = match r.destination.as_str() {
                 "sim" => Destination::Sim,
+                app if app.starts_with("app:") && app.len() > 4 => {
+                    Destination::App(app[4..].to_owned())
+                }
                 other => {
                     return Err(ConfigError::invalid(
                         path,
                         key("destination"),
-                        format!("{other:?} is not a destination this gateway knows; use \"sim\""),
+                        format!(
+                            "{other:?} is not a destination this gateway knows; use \"sim\" or \"app:NAME\""
+                        ),
                     ));
                 }
             };
@@ -304,19 +312,26 @@ mod tests {
     fn reads_routes_in_order() {
         let (dir, path) = write(&format!(
             "{BASE}[[route]]\napplication = \"RAIRCRD-NW-PRSN\"\nmessage_type = \"R02\"\ndestination = \"sim\"\ntimeout_secs = 5\n\
+             [[route]]\napplication = \"HNAPI-DEMO\"\ndestination = \"app:HNAPI-DEMO\"\n\
              [[route]]\napplication = \"*\"\ndestination = \"sim\"\n"
         ));
         let c = GateConfig::from_file(&path).unwrap();
         assert_eq!(c.gard, dir.join("gard"));
-        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes.len(), 3);
         assert_eq!(c.routes[0].timeout, Duration::from_secs(5));
-        assert_eq!(c.routes[1].application, None);
-        assert_eq!(c.routes[1].timeout, Duration::from_secs(70));
+        assert_eq!(
+            c.routes[1].destination,
+            Destination::App("HNAPI-DEMO".into())
+        );
+        assert_eq!(c.routes[2].application, None);
+        assert_eq!(c.routes[2].timeout, Duration::from_secs(70));
 
         let r02 = b"MSH|^~\\&|A|F|RAIRCRD-NW-PRSN|BC0003000|1||R02|1|P|2.3\r";
         let r03 = b"MSH|^~\\&|A|F|RAIRCRD-NW-PRSN|BC0003000|1||R03|1|P|2.3\r";
+        let demo = b"MSH|^~\\&|A|F|HNAPI-DEMO|BC0003000|1||R03|1|P|2.3\r";
         assert_eq!(c.route(&Message::parse(r02).unwrap()), Some(&c.routes[0]));
-        assert_eq!(c.route(&Message::parse(r03).unwrap()), Some(&c.routes[1]));
+        assert_eq!(c.route(&Message::parse(r03).unwrap()), Some(&c.routes[2]));
+        assert_eq!(c.route(&Message::parse(demo).unwrap()), Some(&c.routes[1]));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -13,6 +13,7 @@
 //! | no route for MSH-5                         | `HNPS005E` with the name    |
 //! | a reserved type (ZFG, ZFP, ZPN)            | `HNPS006E` with the type    |
 //! | the destination does not answer in time    | `TXFR024E` (2.5.2)          |
+#![forbid(unsafe_code)]
 
 mod config;
 mod server;

@@ -13,17 +13,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::GateError;
 use super::config::{Destination, GateConfig};
 use super::sim::Simulator;
-use crate::envelope::{self, Direction, ReplayGuard};
-use crate::gard::{AuthError, Gard, Peer, RegisterError};
+use crate::envelope::{self, Direction, MasterKey, ReplayGuard};
+use crate::gard::{AuthError, Gard, Peer, RegisterError, Role};
 use crate::hl7::{self, Message, NetworkCode, NetworkComponent, ParseError, Path};
 use crate::transport::{
     Frame, FrameError, FrameReader, FrameWriter, Refusal, ServerStream, read_frame, tls, until_true,
@@ -44,8 +44,111 @@ struct State {
     replay: Mutex<ReplayGuard>,
     /// Live authenticated connections by facility, to close them on revocation.
     live: Mutex<HashMap<String, HashMap<u64, watch::Sender<bool>>>>,
+    /// Connected server applications by the application names they serve.
+    apps: Mutex<HashMap<String, Vec<Arc<AppLink>>>>,
+    /// Turns between several server applications serving the same name.
+    next_app: AtomicUsize,
     connections: AtomicUsize,
     next_connection: AtomicU64,
+}
+
+/// A connected server application: where its requests go and its answers come from.
+struct AppLink {
+    connection: u64,
+    facility: String,
+    key: MasterKey,
+    writer: Arc<FrameWriter<WriteHalf<ServerStream>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    next_id: AtomicU64,
+}
+
+impl AppLink {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Vec<u8>>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why a server application gave no answer.
+enum AppFailure {
+    /// None is connected for the name.
+    NotConnected,
+    /// It did not answer in time, or its connection went away.
+    NoAnswer,
+    /// Its answer's envelope did not open, or was not for this request.
+    Envelope,
+    /// Its answer is not HL7 with a usable MSH.
+    NotHl7,
+}
+
+impl State {
+    /// A connected server application for `name`, in turn when there are several.
+    fn app(&self, name: &str) -> Option<Arc<AppLink>> {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let links = apps.get(name).filter(|l| !l.is_empty())?;
+        let turn = self.next_app.fetch_add(1, Ordering::Relaxed);
+        Some(links[turn % links.len()].clone())
+    }
+
+    /// Sends `request` to a server application serving `name`, and waits for its answer.
+    async fn deliver_to_app(
+        &self,
+        name: &str,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, AppFailure> {
+        let link = self.app(name).ok_or(AppFailure::NotConnected)?;
+        let sealed = envelope::seal(
+            &link.key,
+            &link.facility,
+            Direction::Request,
+            &[0; envelope::NONCE_LEN],
+            envelope::now_ms(),
+            request,
+        )
+        .map_err(|_| AppFailure::Envelope)?;
+        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        link.pending().insert(id, tx);
+        let frame = Frame::Request {
+            id,
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            envelope: sealed.bytes,
+        };
+        let exchange = async {
+            link.writer
+                .send(&frame)
+                .await
+                .map_err(|_| AppFailure::NoAnswer)?;
+            rx.await.map_err(|_| AppFailure::NoAnswer)
+        };
+        let answer = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(AppFailure::NoAnswer),
+        };
+        link.pending().remove(&id);
+        let opened = envelope::open(&link.key, &answer?, Direction::Response).map_err(|e| {
+            log::warn!(
+                "security: an answer from server application {} did not open: {e}",
+                link.facility
+            );
+            AppFailure::Envelope
+        })?;
+        if opened.header.reply_to != sealed.nonce {
+            log::warn!(
+                "security: server application {} answered another request",
+                link.facility
+            );
+            return Err(AppFailure::Envelope);
+        }
+        if Message::parse(&opened.plaintext).is_err() {
+            log::warn!(
+                "server application {} answered something that is not HL7",
+                link.facility
+            );
+            return Err(AppFailure::NotHl7);
+        }
+        Ok(opened.plaintext)
+    }
 }
 
 impl Gate {
@@ -68,6 +171,8 @@ impl Gate {
                 sim: Simulator::new(),
                 replay: Mutex::new(replay),
                 live: Mutex::new(HashMap::new()),
+                apps: Mutex::new(HashMap::new()),
+                next_app: AtomicUsize::new(0),
                 connections: AtomicUsize::new(0),
                 next_connection: AtomicU64::new(1),
             }),
@@ -330,6 +435,7 @@ async fn session(
     log::info!("facility {} connected from {address}", peer.facility);
 
     let mut transactions = JoinSet::new();
+    let mut serving: Option<Arc<AppLink>> = None;
     let mut end = "closed by the client";
     loop {
         let next = tokio::select! {
@@ -376,6 +482,51 @@ async fn session(
             Ok(Ok(Some(Frame::Ping { id }))) => {
                 let _ = writer.send(&Frame::Pong { id }).await;
             }
+            Ok(Ok(Some(Frame::Serve { applications }))) if serving.is_none() => {
+                if peer.role != Role::Server
+                    || applications.is_empty()
+                    || applications.iter().any(String::is_empty)
+                {
+                    log::warn!(
+                        "facility {} asked to serve {applications:?} but is not a server; closing",
+                        peer.facility
+                    );
+                    let _ = writer
+                        .send(&Frame::Refused {
+                            id: 0,
+                            reason: Refusal::NotAServer,
+                        })
+                        .await;
+                    end = "refused to serve";
+                    break;
+                }
+                let link = Arc::new(AppLink {
+                    connection: id,
+                    facility: peer.facility.clone(),
+                    key: peer.key.clone(),
+                    writer: writer.clone(),
+                    pending: Mutex::new(HashMap::new()),
+                    next_id: AtomicU64::new(1),
+                });
+                {
+                    let mut apps = state.apps.lock().unwrap_or_else(|e| e.into_inner());
+                    for name in &applications {
+                        apps.entry(name.clone()).or_default().push(link.clone());
+                    }
+                }
+                log::info!("facility {} serves {applications:?}", peer.facility);
+                serving = Some(link);
+                let _ = writer.send(&Frame::Accepted).await;
+            }
+            Ok(Ok(Some(Frame::Response { id, envelope }))) if serving.is_some() => {
+                if let Some(link) = &serving {
+                    let waiting = link.pending().remove(&id);
+                    // An answer nobody waits for any more (too late) is dropped.
+                    if let Some(waiting) = waiting {
+                        let _ = waiting.send(envelope);
+                    }
+                }
+            }
             Ok(Ok(Some(other))) => {
                 log::warn!(
                     "facility {} sent an unexpected {other:?}; closing",
@@ -402,7 +553,25 @@ async fn session(
     }
     // Running transactions finish (they are bounded by their timeouts); the gateway's
     // shutdown bounds them by its grace.
-    while transactions.join_next().await.is_some() {}
+    if let Some(link) = serving {
+        state
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, links| {
+                links.retain(|l| l.connection != link.connection);
+                !links.is_empty()
+            });
+        // Whatever it was still asked is answered now, as lost (TXFR024E).
+        link.pending().clear();
+    }
+    if end == "gateway shutting down" {
+        // Running transactions finish and are answered; the shutdown grace bounds them.
+        while transactions.join_next().await.is_some() {}
+    } else {
+        // The client is gone (or revoked): no answer could reach it.
+        transactions.shutdown().await;
+    }
     writer.shutdown().await;
     let mut live = state.live.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(of_facility) = live.get_mut(&peer.facility) {
@@ -609,13 +778,20 @@ async fn answer(
     let timeout = route.timeout.min(client_timeout.saturating_sub(margin));
     let control = msg.msh(10).text().into_owned();
     let kind = msg.msh(9).text().into_owned();
-    let delivered = match route.destination {
+    let delivered = match &route.destination {
         Destination::Sim => match state.sim.answer(&msg) {
             Some(answer) => Some(answer),
             None => {
                 tokio::time::sleep(timeout).await;
                 None
             }
+        },
+        Destination::App(name) => match state.deliver_to_app(name, request, timeout).await {
+            Ok(answer) => Some(answer),
+            Err(AppFailure::NoAnswer) => None,
+            Err(AppFailure::NotConnected) => return reject(m, NetworkCode::Hnps007E, Some(name)),
+            Err(AppFailure::Envelope) => return reject(m, NetworkCode::Txfr029E, None),
+            Err(AppFailure::NotHl7) => return reject(m, NetworkCode::Vldt014E, None),
         },
     };
     match delivered {

@@ -37,6 +37,8 @@ pub enum NetworkCode {
     Hnps005E,
     /// MSH-9 uses a message type reserved by HealthnetBC (ZFG, ZFP, ZPN; Volume 5, 2.4.9).
     Hnps006E,
+    /// The route's receiving application (an HNAPI server application) is not connected.
+    Hnps007E,
 }
 
 impl NetworkCode {
@@ -55,6 +57,7 @@ impl NetworkCode {
         Self::Hnps002E,
         Self::Hnps005E,
         Self::Hnps006E,
+        Self::Hnps007E,
     ];
 
     /// The 8-character code, e.g. `"TXFR024E"`.
@@ -155,6 +158,11 @@ impl NetworkCode {
                 "HNPS006E",
                 "Reserved message type is not supported",
                 "MSH-9 is ZFG, ZFP or ZPN, reserved by HealthnetBC (2.4.9); the type follows the text.",
+            ),
+            Self::Hnps007E => (
+                "HNPS007E",
+                "Receiving application is not connected",
+                "The route leads to an HNAPI server application that is not connected to the gateway; its name follows the text.",
             ),
         }
     }

@@ -24,6 +24,7 @@
 //! assert_eq!(msg.value(&"PID-3".parse()?), Value::NotPresent);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
 
 mod ack;
 mod builder;

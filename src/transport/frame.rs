@@ -9,12 +9,17 @@
 //!   3 Ping              u64 id
 //!   4 Pong              u64 id
 //!   5 Refused           u64 id (0: the connection), u16 reason
-//!   6 Accepted          (nothing)  — the gateway accepted the client's certificate
+//!   6 Accepted          (nothing)  — the gateway accepted the client's certificate (or its Serve)
+//!   7 Serve             u32 count, then count × bytes application name
 //!  16 RegisterRequest   bytes facility, bytes code, bytes CSR (DER)
 //!  17 RegisterResponse  bytes certificate PEM, bytes CA PEM, u32 key id, 32 bytes key
 //! ```
 //! `bytes` is a u32 length followed by that many bytes. Many requests may be in flight
 //! on one connection; answers carry the request's id and may come in any order.
+//!
+//! A receiving application (an HNAPI server application) sends `Serve` after `Accepted`
+//! to have requests for those application names (MSH-5) routed to it; the gateway then
+//! sends it `Request`s and it answers with `Response`s — the same frames, the other way.
 //!
 //! Decoding is apart from I/O: [`Frame::decode`] takes the kind and body bytes;
 //! [`read_frame`] and [`write_frame`] move frames over any async stream with a distinct
@@ -58,6 +63,8 @@ pub enum Refusal {
     ShuttingDown,
     /// The gateway failed internally.
     Internal,
+    /// A `Serve` from a facility that HNGard did not register as a server.
+    NotAServer,
     /// A reason this build does not know.
     Other(u16),
 }
@@ -79,6 +86,7 @@ impl Refusal {
             Self::BadCertificateRequest => 11,
             Self::ShuttingDown => 12,
             Self::Internal => 13,
+            Self::NotAServer => 14,
             Self::Other(n) => n,
         }
     }
@@ -99,6 +107,7 @@ impl Refusal {
             Self::BadCertificateRequest,
             Self::ShuttingDown,
             Self::Internal,
+            Self::NotAServer,
         ]
         .into_iter()
         .find(|r| r.code() == code)
@@ -138,6 +147,9 @@ impl fmt::Display for Refusal {
             }
             Self::ShuttingDown => f.write_str("the gateway is shutting down"),
             Self::Internal => f.write_str("the gateway failed internally"),
+            Self::NotAServer => {
+                f.write_str("this facility is not registered to serve applications")
+            }
             Self::Other(n) => write!(f, "refused (reason {n})"),
         }
     }
@@ -180,8 +192,13 @@ pub enum Frame {
         /// Why.
         reason: Refusal,
     },
-    /// The gateway accepted the client's certificate; transactions may follow.
+    /// The gateway accepted the client's certificate (or its `Serve`); transactions may follow.
     Accepted,
+    /// A receiving application asks for the requests to these application names (MSH-5).
+    Serve {
+        /// The application names.
+        applications: Vec<String>,
+    },
     /// Registration: a facility's one-time code and certificate signing request.
     RegisterRequest {
         /// The facility id.
@@ -228,6 +245,7 @@ impl fmt::Debug for Frame {
             Self::Pong { id } => write!(f, "Pong {{ id: {id} }}"),
             Self::Refused { id, reason } => write!(f, "Refused {{ id: {id}, reason: {reason:?} }}"),
             Self::Accepted => f.write_str("Accepted"),
+            Self::Serve { applications } => write!(f, "Serve {{ applications: {applications:?} }}"),
             Self::RegisterRequest { facility, csr, .. } => write!(
                 f,
                 "RegisterRequest {{ facility: {facility:?}, code: MASKED, csr: {} bytes }}",
@@ -289,6 +307,7 @@ const PING: u8 = 3;
 const PONG: u8 = 4;
 const REFUSED: u8 = 5;
 const ACCEPTED: u8 = 6;
+const SERVE: u8 = 7;
 const REGISTER_REQUEST: u8 = 16;
 const REGISTER_RESPONSE: u8 = 17;
 
@@ -327,6 +346,13 @@ impl Frame {
                 out.extend_from_slice(&reason.code().to_be_bytes());
             }
             Self::Accepted => out.push(ACCEPTED),
+            Self::Serve { applications } => {
+                out.push(SERVE);
+                out.extend_from_slice(&(applications.len() as u32).to_be_bytes());
+                for name in applications {
+                    put_bytes(out, name.as_bytes());
+                }
+            }
             Self::RegisterRequest {
                 facility,
                 code,
@@ -396,6 +422,19 @@ impl Frame {
             ACCEPTED => {
                 r.end().ok_or_else(bad)?;
                 Self::Accepted
+            }
+            SERVE => {
+                let count = r.u32().ok_or_else(bad)? as usize;
+                // Each name takes at least its 4-byte length: a count beyond that is a lie.
+                if count > r.b.len() / 4 {
+                    return Err(bad());
+                }
+                let mut applications = Vec::with_capacity(count);
+                for _ in 0..count {
+                    applications.push(r.text().ok_or_else(bad)?);
+                }
+                r.end().ok_or_else(bad)?;
+                Self::Serve { applications }
             }
             REGISTER_REQUEST => {
                 let facility = r.text().ok_or_else(bad)?;
@@ -644,6 +683,12 @@ mod tests {
                 reason: Refusal::Other(999),
             },
             Frame::Accepted,
+            Frame::Serve {
+                applications: vec!["HNAPI-DEMO".into(), "RAIGT-PRSN-DMGR".into()],
+            },
+            Frame::Serve {
+                applications: vec![],
+            },
             Frame::RegisterRequest {
                 facility: "BC00000098".into(),
                 code: Zeroizing::new("K7QM-3XPD-9RTW-HC2N".into()),

@@ -2,6 +2,7 @@
 //! with mutual authentication ([`tls`]), carrying length-prefixed [`frame`]s with request
 //! ids so that many transactions share one connection and answers may come back out of
 //! order. Timeouts are applied here: connect, handshake, and (by the callers) idle.
+#![forbid(unsafe_code)]
 
 pub mod frame;
 pub mod tls;

@@ -14,7 +14,8 @@ use crate::output::Failure;
     after_help = "The first run creates DIR: HNGard's directory and CA, gate.toml (every route to the\n\
 simulator), a registered facility with client.toml and its credential. Later runs reuse it.\n\
 When it serves, it prints exactly one line on standard output:\n\
-  ready gate=HOST:PORT client_config=PATH\n\
+  ready gate=HOST:PORT client_config=PATH server_config=PATH\n\
+server.toml is for a demo server application (an HNAPI receiving system) serving HNAPI-DEMO.\n\
 then serves until SIGINT or SIGTERM. Send to it with: hnsecure send --config PATH FILE"
 )]
 pub struct SandboxArgs {
@@ -48,9 +49,10 @@ pub fn run(args: SandboxArgs) -> Result<(), Failure> {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "ready gate={} client_config={}",
+            "ready gate={} client_config={} server_config={}",
             sandbox.addr(),
-            sandbox.client_config().display()
+            sandbox.client_config().display(),
+            sandbox.server_config().display()
         )?;
         out.flush()?;
         drop(out);

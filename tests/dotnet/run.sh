@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# run.sh — builds and runs the .NET bindings' tests and example against a running sandbox.
+#
+#   tests/dotnet/run.sh LIBDIR CLIENT_TOML SERVER_TOML
+#
+# LIBDIR holds libhnapi.so (target/debug or target/release); CLIENT_TOML and SERVER_TOML
+# are those `hnsecure sandbox` printed. Needs Mono's C# compiler and runtime (Debian:
+# apt-get install -y --no-install-recommends mono-mcs). Compiles with mcs, warnings as
+# errors, into a temporary folder; checks that the binding's code table is the header's;
+# runs tests/dotnet/HnapiTests.cs and examples/dotnet/Send.cs (whose output must hold an
+# AA). Exit status 0 when everything passed.
+set -euo pipefail
+
+if [ "$#" -ne 3 ]; then
+  echo "usage: $0 LIBDIR CLIENT_TOML SERVER_TOML" >&2
+  exit 2
+fi
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+libdir=$(cd "$1" && pwd)
+client_toml=$2
+server_toml=$3
+
+step() { printf '\n--> %s\n' "$*"; }
+fail() { echo "FAILED: $*" >&2; exit 1; }
+
+for tool in mcs mono; do
+  command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing (apt-get install -y --no-install-recommends mono-mcs)"
+done
+[ -e "$libdir/libhnapi.so" ] || [ -e "$libdir/libhnapi.dylib" ] || fail "no libhnapi in $libdir (cargo build first)"
+[ -f "$client_toml" ] || fail "no client configuration at $client_toml"
+[ -f "$server_toml" ] || fail "no server configuration at $server_toml"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/hnapi-dotnet.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+binding=$root/bindings/dotnet/Hnapi.cs
+
+step "the binding's HnetRtrn table against include/hnapi.h"
+codes() { grep -oE '^\s*HNET_RTRN_[A-Z_]+ = -?[0-9]+,' "$1" | tr -d ' \t' | sort; }
+codes "$root/include/hnapi.h" >"$work/header.codes"
+codes "$binding" >"$work/binding.codes"
+[ -s "$work/header.codes" ] || fail "no codes found in include/hnapi.h"
+if ! diff -u "$work/header.codes" "$work/binding.codes"; then
+  fail "bindings/dotnet/Hnapi.cs's HnetRtrn differs from include/hnapi.h (- header, + binding)"
+fi
+echo "$(wc -l <"$work/header.codes") codes, the same in both"
+
+step "mcs -warnaserror+: binding + tests/dotnet/HnapiTests.cs"
+mcs -warnaserror+ -nologo -out:"$work/HnapiTests.exe" "$root/tests/dotnet/HnapiTests.cs" "$binding"
+
+step "mcs -warnaserror+: binding + examples/dotnet/Send.cs"
+mcs -warnaserror+ -nologo -out:"$work/Send.exe" "$root/examples/dotnet/Send.cs" "$binding"
+
+export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+step "mono HnapiTests.exe $client_toml $server_toml"
+# The time limit also catches a process that would not exit (see the last lines of the tests).
+status=0
+timeout 300 mono "$work/HnapiTests.exe" "$client_toml" "$server_toml" || status=$?
+[ "$status" -eq 124 ] && fail "the tests did not end within 300 s"
+[ "$status" -eq 0 ] || fail "the tests (exit status $status)"
+
+request=$root/tests/data/v5_2_5_4_request.hl7
+step "mono Send.exe $client_toml $request"
+status=0
+timeout 120 mono "$work/Send.exe" "$client_toml" "$request" >"$work/send.out" || status=$?
+cat "$work/send.out"
+[ "$status" -eq 0 ] || fail "the example (exit status $status)"
+grep -q 'MSA|AA|' "$work/send.out" || fail "the example's answer has no MSA|AA|"
+
+step ".NET bindings: all passed"

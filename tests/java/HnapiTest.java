@@ -1,0 +1,620 @@
+/*
+ * HnapiTest.java — the Java bindings' tests against a running sandbox
+ * (`hnsecure sandbox --dir DIR --port 0`):
+ *
+ *   java -cp out:/usr/share/java/jna.jar -Djna.library.path=LIBDIR \
+ *        [-Dhnapi.header=include/hnapi.h] HnapiTest CLIENT_TOML SERVER_TOML
+ *
+ * A plain main (no JUnit): one line per case, exit status 0 when all pass. HL7 is parsed
+ * minimally here (segments split on CR, fields on '|').
+ */
+import ca.bc.hnsecure.hnapi.Hnapi;
+import ca.bc.hnsecure.hnapi.HnapiClient;
+import ca.bc.hnsecure.hnapi.HnapiException;
+import ca.bc.hnsecure.hnapi.HnapiServer;
+import ca.bc.hnsecure.hnapi.HnetRtrn;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Queue;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+public final class HnapiTest {
+    private HnapiTest() {}
+
+    interface Case {
+        void run() throws Exception;
+    }
+
+    private static int passed;
+    private static int failed;
+    private static int skipped;
+
+    private static Path clientToml;
+    private static Path serverToml;
+    private static HnapiClient client;
+
+    /** The sandbox's client facility: MSH-4 of everything sent. */
+    static final String FACILITY = "BC00000098";
+    static final String RUN = Long.toString(System.currentTimeMillis(), 36).toUpperCase();
+    static final AtomicLong COUNTER = new AtomicLong();
+
+    public static void main(String[] args) {
+        if (args.length != 2) {
+            System.err.println("usage: java HnapiTest CLIENT_TOML SERVER_TOML");
+            System.exit(2);
+        }
+        clientToml = Path.of(args[0]).toAbsolutePath();
+        serverToml = Path.of(args[1]).toAbsolutePath();
+        System.out.println("# " + Hnapi.version() + ", client " + clientToml + ", server " + serverToml);
+
+        run("version and code names match the library", HnapiTest::versionAndCodeNames);
+        run("code table matches include/hnapi.h", HnapiTest::codeTableMatchesHeader);
+        run("missing config file: HNET_RTRN_CONFIGERROR with a message", HnapiTest::missingConfig);
+        run("bad config text: HNET_RTRN_CONFIGERROR with a message", HnapiTest::badConfigText);
+        run("argument checks happen in Java", HnapiTest::javaArgumentChecks);
+        run("strings reach the library as UTF-8 whatever the default charset", HnapiTest::utf8Arguments);
+        try {
+            client = HnapiClient.open(clientToml);
+        } catch (RuntimeException e) {
+            System.out.println("FAIL cannot open the client: " + e);
+            System.exit(1);
+        }
+        run("sandbox answers a Volume 5 request (R35) with AA", HnapiTest::simpleRequest);
+        run("sendReceive(String) is UTF-8 both ways", HnapiTest::stringRoundTrip);
+        run("unknown ticket: HNET_RTRN_UNKNOWNTICKET", HnapiTest::unknownTicket);
+        run("input without MSH: HNET_RTRN_INVALIDFORMATERROR with a last error", HnapiTest::noMsh);
+        run("~200 KiB answer (HNSIM-ECHO) through sendReceive comes back whole", HnapiTest::largeAnswerSendReceive);
+        run("~200 KiB answer (HNSIM-ECHO) through a ticket comes back whole", HnapiTest::largeAnswerTicket);
+        run("unreachable gateway: AR from HNAPI naming the request", HnapiTest::unreachableGateway);
+        run("HNSIM-NORESPONSE with 1000 ms: AR TXFR024E within 2 s", HnapiTest::noResponseTimeout);
+        run("8 threads x 50 sendReceive on one client, each answer its own", HnapiTest::concurrentSendReceive);
+        run("20 tickets in flight, received in reverse order", HnapiTest::ticketsInReverse);
+        run("pending ticket: receive returns null, the ticket stays valid", HnapiTest::pendingTicket);
+        run("server application in Java answers through the gateway", HnapiTest::serverApplication);
+        run("log callback receives lines, none with message text", HnapiTest::logCallback);
+        run("close wakes a receive waiting on another thread", HnapiTest::closeWakesReceive);
+        run("closed client: IllegalStateException, close is idempotent", HnapiTest::closedClient);
+
+        System.out.printf("# %d passed, %d failed, %d skipped%n", passed, failed, skipped);
+        System.out.flush();
+        System.exit(failed == 0 ? 0 : 1);
+    }
+
+    private static void run(String name, Case c) {
+        long t0 = System.nanoTime();
+        try {
+            c.run();
+            passed++;
+            System.out.printf("ok   %s (%d ms)%n", name, (System.nanoTime() - t0) / 1_000_000);
+        } catch (Skip s) {
+            skipped++;
+            System.out.printf("skip %s: %s%n", name, s.getMessage());
+        } catch (Throwable t) {
+            failed++;
+            System.out.printf("FAIL %s: %s%n", name, t);
+            t.printStackTrace(System.out);
+        }
+        System.out.flush();
+    }
+
+    static final class Skip extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+
+        Skip(String why) {
+            super(why);
+        }
+    }
+
+    static void expect(boolean condition, String what) {
+        if (!condition) {
+            throw new AssertionError(what);
+        }
+    }
+
+    static void expectEq(Object expected, Object actual, String what) {
+        if (expected == null ? actual != null : !expected.equals(actual)) {
+            throw new AssertionError(what + ": expected <" + expected + "> but was <" + actual + ">");
+        }
+    }
+
+    static HnapiException expectFailure(HnetRtrn code, Runnable call) {
+        try {
+            call.run();
+        } catch (HnapiException e) {
+            expectEq(code, e.code(), "code of " + e.getMessage());
+            expect(!e.detail().isEmpty(), "the last error is empty for " + code);
+            return e;
+        }
+        throw new AssertionError("expected HnapiException " + code);
+    }
+
+    // ---- minimal HL7 ----
+
+    static String controlId() {
+        return "J" + RUN + "-" + COUNTER.incrementAndGet();
+    }
+
+    /** A message to {@code app} with MSH-10 {@code control} and the segments given. */
+    static byte[] message(String app, String type, String control, String... segments) {
+        StringBuilder m = new StringBuilder("MSH|^~\\&|HNAPIJAVA|" + FACILITY + "|" + app + "|BC0003000|20260101120000|TEST|"
+                + type + "|" + control + "|D|2.3\r");
+        for (String s : segments) {
+            m.append(s).append('\r');
+        }
+        return m.toString().getBytes(StandardCharsets.UTF_8);
+    }
+
+    /** Volume 5, 2.5.4: End Payer Relationship, answered AA by the simulator. */
+    static byte[] r35(String control) {
+        return message("RAIEND-PYR-RL", "R35", control, "ZHD|20010719125635|^00000001|TRAININGAdmin",
+                "PID||9029274643^^^BC^PH", "IN1|||||2100030|||||20030531", "ZIH|||||K");
+    }
+
+    static String[] segments(byte[] hl7) {
+        return new String(hl7, StandardCharsets.UTF_8).split("\r");
+    }
+
+    /** SEG-n (MSH-n counts MSH-1 as the field separator), "" when absent. */
+    static String field(byte[] hl7, String segment, int n) {
+        for (String s : segments(hl7)) {
+            if (s.startsWith(segment + "|")) {
+                String[] f = s.split("\\|", -1);
+                int i = segment.equals("MSH") ? n - 1 : n;
+                return i < f.length ? f[i] : "";
+            }
+        }
+        return "";
+    }
+
+    static void expectAnswers(byte[] request, byte[] answer, String msa1) {
+        expectEq(msa1, field(answer, "MSA", 1), "MSA-1");
+        expectEq(field(request, "MSH", 10), field(answer, "MSA", 2), "MSA-2 (the request's MSH-10)");
+    }
+
+    // ---- cases ----
+
+    static void versionAndCodeNames() {
+        expect(Hnapi.version().startsWith("hnsecure "), "version: " + Hnapi.version());
+        for (HnetRtrn r : HnetRtrn.values()) {
+            expectEq(r.name(), Hnapi.codeName(r.code()), "hnapi_code_name(" + r.code() + ")");
+            expectEq(r, HnetRtrn.fromCode(r.code()), "fromCode");
+        }
+        expectEq("HNET_RTRN_UNKNOWN", Hnapi.codeName(HnetRtrn.values().length), "the first value after the table");
+        expectEq("HNET_RTRN_UNKNOWN", Hnapi.codeName(-1), "-1");
+        try {
+            HnetRtrn.fromCode(HnetRtrn.values().length);
+            throw new AssertionError("fromCode accepted an unknown value");
+        } catch (IllegalArgumentException expected) {
+            // as documented
+        }
+    }
+
+    static void codeTableMatchesHeader() throws Exception {
+        String header = System.getProperty("hnapi.header");
+        if (header == null) {
+            throw new Skip("-Dhnapi.header=PATH not given");
+        }
+        Map<String, Integer> inHeader = new TreeMap<>();
+        Matcher m = Pattern.compile("^\\s*(HNET_RTRN_[A-Z0-9_]+)\\s*=\\s*(-?\\d+)\\s*,", Pattern.MULTILINE)
+                .matcher(Files.readString(Path.of(header)));
+        while (m.find()) {
+            inHeader.put(m.group(1), Integer.valueOf(m.group(2)));
+        }
+        Map<String, Integer> inJava = new TreeMap<>();
+        for (HnetRtrn r : HnetRtrn.values()) {
+            inJava.put(r.name(), r.code());
+        }
+        expect(!inHeader.isEmpty(), "no HNET_RTRN_ codes found in " + header);
+        expectEq(inHeader, inJava, "HNET_RTRN_ codes (header vs HnetRtrn.java)");
+    }
+
+    static void missingConfig() {
+        Path missing = Path.of("/nonexistent-hnapi-java-test/client.toml");
+        HnapiException e = expectFailure(HnetRtrn.HNET_RTRN_CONFIGERROR, () -> HnapiClient.open(missing).close());
+        expect(e.getMessage().contains("HNET_RTRN_CONFIGERROR"), "message names the code: " + e.getMessage());
+        expectFailure(HnetRtrn.HNET_RTRN_CONFIGERROR, () -> HnapiServer.open(missing).close());
+    }
+
+    static void badConfigText() {
+        expectFailure(HnetRtrn.HNET_RTRN_CONFIGERROR, () -> HnapiClient.openToml("facility = 1\n", null).close());
+        expectFailure(HnetRtrn.HNET_RTRN_CONFIGERROR,
+                () -> HnapiClient.openToml("facility = \"BC00000098\"\ncredential = \"c.toml\"\ngateways = []\n", Path.of("/tmp")).close());
+    }
+
+    static void javaArgumentChecks() {
+        try {
+            HnapiClient.open(null);
+            throw new AssertionError("open(null) was accepted");
+        } catch (NullPointerException expected) {
+            // as documented
+        }
+        try (HnapiClient c = HnapiClient.open(clientToml)) {
+            try {
+                c.sendReceive(r35(controlId()), Duration.ofMillis(-1));
+                throw new AssertionError("a negative timeout was accepted");
+            } catch (IllegalArgumentException expected) {
+                // as documented
+            }
+        }
+    }
+
+    static void utf8Arguments() {
+        // The library names the credential file it could not read: the name must arrive
+        // (and come back through hnapi_last_error) intact, even under LANG=C.
+        String name = "caf\u00e9-\u2013-\u6e2c\u8a66.toml";
+        HnapiException e = expectFailure(HnetRtrn.HNET_RTRN_CONFIGERROR, () -> HnapiClient.openToml(
+                "# r\u00e9seau\nfacility = \"BC00000098\"\ncredential = \"" + name + "\"\ngateways = [\"127.0.0.1:1\"]\n",
+                Path.of("/nonexistent-hnapi-java-test")).close());
+        expect(e.detail().contains("/nonexistent-hnapi-java-test/" + name),
+                "the detail names the file as sent: " + e.detail().replaceAll("[^\\x20-\\x7e]", "<?>"));
+        System.out.printf("     default charset %s%n", java.nio.charset.Charset.defaultCharset());
+    }
+
+    static void simpleRequest() {
+        byte[] request = r35(controlId());
+        byte[] answer = client.sendReceive(request, null);
+        expectAnswers(request, answer, "AA");
+        expectEq("RAIEND-PYR-RL", field(answer, "MSH", 3), "MSH-3");
+    }
+
+    static void stringRoundTrip() {
+        String control = controlId();
+        // Non-ASCII text must reach the receiver as UTF-8 and come back the same.
+        String note = "NTE|||Caf\u00e9 \u00e0 Qu\u00e9bec \u2013 \u00d8resund";
+        String request = "MSH|^~\\&|HNAPIJAVA|" + FACILITY + "|HNSIM-ECHO|BC0003000|20260101120000|TEST|R03|" + control
+                + "|D|2.3\r" + note + "\r";
+        String answer = client.sendReceive(request);
+        expect(answer.contains(note), "the echoed segment, decoded as UTF-8: " + answer.replace('\r', '\n'));
+        expectEq(control, field(answer.getBytes(StandardCharsets.UTF_8), "MSA", 2), "MSA-2");
+    }
+
+    static void unknownTicket() {
+        expectFailure(HnetRtrn.HNET_RTRN_UNKNOWNTICKET, () -> client.receive(0x7fff_ffff_0000_1234L, Duration.ZERO));
+        // A ticket whose answer was received is unknown afterwards.
+        byte[] request = r35(controlId());
+        long ticket = client.send(request, null);
+        expectAnswers(request, client.receive(ticket, Duration.ofSeconds(30)), "AA");
+        expectFailure(HnetRtrn.HNET_RTRN_UNKNOWNTICKET, () -> client.receive(ticket, Duration.ZERO));
+    }
+
+    static void noMsh() {
+        byte[] notHl7 = "PID||9029274643^^^BC^PH\rZIH|||||K\r".getBytes(StandardCharsets.US_ASCII);
+        HnapiException e = expectFailure(HnetRtrn.HNET_RTRN_INVALIDFORMATERROR, () -> client.sendReceive(notHl7, null));
+        expect(!e.detail().contains("9029274643"), "the last error carries message text: " + e.detail());
+        expectFailure(HnetRtrn.HNET_RTRN_INVALIDFORMATERROR, () -> client.send(notHl7, null));
+        expectFailure(HnetRtrn.HNET_RTRN_INVALIDFORMATERROR,
+                () -> client.sendReceive("hello".getBytes(StandardCharsets.US_ASCII), null));
+    }
+
+    /** A request to HNSIM-ECHO of about {@code bytes} bytes: NTE segments after the MSH. */
+    static byte[] bigEcho(String control, int bytes) {
+        List<String> segs = new ArrayList<>();
+        int size = 0;
+        for (int i = 0; size < bytes; i++) {
+            String s = "NTE|" + i + "||" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".repeat(27) + "-" + i;
+            segs.add(s);
+            size += s.length() + 1;
+        }
+        return message("HNSIM-ECHO", "R03", control, segs.toArray(new String[0]));
+    }
+
+    static void expectEchoed(byte[] request, byte[] answer) {
+        expectAnswers(request, answer, "AA");
+        List<String> sent = Arrays.asList(segments(request)).subList(1, segments(request).length);
+        // The answer: MSH, MSA, one ERR, then every segment of the request after its MSH.
+        String[] got = segments(answer);
+        expect(got.length >= 3 && got[1].startsWith("MSA|") && got[2].startsWith("ERR|"), "MSH, MSA, ERR first");
+        List<String> back = Arrays.asList(got).subList(3, got.length);
+        expectEq(sent.size(), back.size(), "echoed segments");
+        expect(sent.equals(back), "the echoed segments differ from those sent");
+    }
+
+    static void largeAnswerSendReceive() {
+        byte[] request = bigEcho(controlId(), 200 * 1024);
+        byte[] answer = client.sendReceive(request, null);
+        expect(answer.length > 200 * 1024, "answer length " + answer.length);
+        expectEchoed(request, answer);
+    }
+
+    static void largeAnswerTicket() {
+        byte[] request = bigEcho(controlId(), 200 * 1024);
+        long ticket = client.send(request, null);
+        byte[] answer = client.receive(ticket, Hnapi.FOREVER);
+        expect(answer != null && answer.length > 200 * 1024, "answer length " + (answer == null ? -1 : answer.length));
+        expectEchoed(request, answer);
+    }
+
+    /** The credential named by CLIENT_TOML, as an absolute path. */
+    static Path credentialPath() throws Exception {
+        Matcher m = Pattern.compile("^\\s*credential\\s*=\\s*\"([^\"]*)\"", Pattern.MULTILINE)
+                .matcher(Files.readString(clientToml));
+        expect(m.find(), "no credential = \"...\" in " + clientToml);
+        return clientToml.getParent().resolve(m.group(1)).toAbsolutePath().normalize();
+    }
+
+    static String tomlString(String s) {
+        return "\"" + s.replace("\\", "\\\\").replace("\"", "\\\"") + "\"";
+    }
+
+    static void unreachableGateway() throws Exception {
+        String toml = "facility = " + tomlString(FACILITY) + "\n"
+                + "credential = " + tomlString(credentialPath().toString()) + "\n"
+                + "gateways = [\"127.0.0.1:1\"]\n"
+                + "timeout_secs = 10\n"
+                + "connect_timeout_secs = 2\n";
+        try (HnapiClient unreachable = HnapiClient.openToml(toml, null)) {
+            byte[] request = r35(controlId());
+            long t0 = System.nanoTime();
+            byte[] answer = unreachable.sendReceive(request, null);
+            long ms = (System.nanoTime() - t0) / 1_000_000;
+            expectAnswers(request, answer, "AR");
+            expectEq("HNAPI", field(answer, "MSH", 3), "MSH-3");
+            expect(field(answer, "MSA", 3).startsWith("TXFR024E"), "MSA-3: " + field(answer, "MSA", 3));
+            expect(ms < 10_000, "took " + ms + " ms");
+        }
+    }
+
+    static void noResponseTimeout() {
+        byte[] request = message("HNSIM-NORESPONSE", "R03", controlId(), "PID||9029274643^^^BC^PH");
+        long t0 = System.nanoTime();
+        byte[] answer = client.sendReceive(request, Duration.ofMillis(1000));
+        long ms = (System.nanoTime() - t0) / 1_000_000;
+        expectAnswers(request, answer, "AR");
+        expect(field(answer, "MSA", 3).startsWith("TXFR024E"), "MSA-3: " + field(answer, "MSA", 3));
+        expect(ms >= 500 && ms < 2000, "answered after " + ms + " ms");
+        System.out.printf("     answered after %d ms by %s: MSA-3 %s%n", ms, field(answer, "MSH", 3), field(answer, "MSA", 3));
+    }
+
+    static void concurrentSendReceive() throws Exception {
+        int threads = 8;
+        int each = 50;
+        AtomicInteger ok = new AtomicInteger();
+        Queue<String> problems = new ConcurrentLinkedQueue<>();
+        CountDownLatch start = new CountDownLatch(1);
+        List<Thread> workers = new ArrayList<>();
+        for (int t = 0; t < threads; t++) {
+            Thread w = new Thread(() -> {
+                try {
+                    start.await();
+                    for (int i = 0; i < each; i++) {
+                        byte[] request = r35(controlId());
+                        byte[] answer = client.sendReceive(request, null);
+                        String want = field(request, "MSH", 10);
+                        String got = field(answer, "MSA", 2);
+                        if (!want.equals(got) || !"AA".equals(field(answer, "MSA", 1))) {
+                            problems.add("sent " + want + ", answer MSA " + field(answer, "MSA", 1) + " " + got);
+                        } else {
+                            ok.incrementAndGet();
+                        }
+                    }
+                } catch (Throwable e) {
+                    problems.add(e.toString());
+                }
+            }, "sender-" + t);
+            workers.add(w);
+            w.start();
+        }
+        start.countDown();
+        for (Thread w : workers) {
+            w.join(TimeUnit.MINUTES.toMillis(3));
+            expect(!w.isAlive(), w.getName() + " still runs after 3 minutes");
+        }
+        expect(problems.isEmpty(), problems.size() + " problems, first: " + problems.peek());
+        expectEq(threads * each, ok.get(), "matched answers");
+    }
+
+    static void ticketsInReverse() {
+        int n = 20;
+        byte[][] requests = new byte[n][];
+        long[] tickets = new long[n];
+        for (int i = 0; i < n; i++) {
+            requests[i] = r35(controlId());
+            tickets[i] = client.send(requests[i], null);
+        }
+        for (int i = n - 1; i >= 0; i--) {
+            byte[] answer = client.receive(tickets[i], Duration.ofSeconds(30));
+            expect(answer != null, "no answer for ticket " + i + " within 30 s");
+            expectAnswers(requests[i], answer, "AA");
+        }
+    }
+
+    static void pendingTicket() {
+        byte[] request = message("HNSIM-NORESPONSE", "R03", controlId(), "PID||9029274643^^^BC^PH");
+        long ticket = client.send(request, Duration.ofMillis(1500));
+        expect(client.receive(ticket, Duration.ZERO) == null, "a poll found an answer");
+        expect(client.receive(ticket, Duration.ofMillis(300)) == null, "a 300 ms wait found an answer");
+        byte[] answer = client.receive(ticket, Hnapi.FOREVER);
+        expectAnswers(request, answer, "AR");
+    }
+
+    /** An AA ACK from the server application for {@code request}. */
+    static byte[] ack(byte[] request) {
+        String answer = "MSH|^~\\&|HNAPI-DEMO|BC00000099|" + field(request, "MSH", 3) + "|" + field(request, "MSH", 4)
+                + "|20260101120001||ACK^" + field(request, "MSH", 9) + "|S" + field(request, "MSH", 10) + "|D|2.3\r"
+                + "MSA|AA|" + field(request, "MSH", 10) + "|JAVA SERVER OK\r";
+        return answer.getBytes(StandardCharsets.UTF_8);
+    }
+
+    static void serverApplication() throws Exception {
+        AtomicBoolean stop = new AtomicBoolean();
+        AtomicInteger served = new AtomicInteger();
+        AtomicInteger largest = new AtomicInteger();
+        AtomicReference<Throwable> serverError = new AtomicReference<>();
+        try (HnapiServer server = HnapiServer.open(serverToml)) {
+            expect(server.receive(Duration.ZERO) == null, "a request before any was sent");
+            expectFailure(HnetRtrn.HNET_RTRN_UNKNOWNREQUEST, () -> server.respond(987_654_321L, ack(r35("X"))));
+            Thread answering = new Thread(() -> {
+                try {
+                    while (!stop.get()) {
+                        HnapiServer.Request request = server.receive(Duration.ofMillis(200));
+                        if (request != null) {
+                            largest.accumulateAndGet(request.message().length, Math::max);
+                            server.respond(request.id(), ack(request.message()));
+                            served.incrementAndGet();
+                        }
+                    }
+                } catch (Throwable e) {
+                    serverError.set(e);
+                }
+            }, "server-app");
+            answering.start();
+            try {
+                // The server connects in the background: until it is registered, the
+                // gateway answers AR for HNAPI-DEMO. Wait for the first AA.
+                long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(15);
+                byte[] first;
+                byte[] firstRequest;
+                do {
+                    firstRequest = message("HNAPI-DEMO", "R03", controlId(), "PID||9029274643^^^BC^PH");
+                    first = client.sendReceive(firstRequest, Duration.ofSeconds(5));
+                } while (!"AA".equals(field(first, "MSA", 1)) && System.nanoTime() < until && sleep(100));
+                expectAnswers(firstRequest, first, "AA");
+                expectEq("HNAPI-DEMO", field(first, "MSH", 3), "MSH-3 (the Java server's)");
+                expectEq("JAVA SERVER OK", field(first, "MSA", 3), "MSA-3");
+                for (int i = 0; i < 10; i++) {
+                    byte[] request = message("HNAPI-DEMO", "R03", controlId(), "PID||9029274643^^^BC^PH");
+                    expectAnswers(request, client.sendReceive(request, Duration.ofSeconds(10)), "AA");
+                }
+                // A request larger than the server's first buffer.
+                byte[] big = bigEcho(controlId(), 100 * 1024);
+                big = new String(big, StandardCharsets.UTF_8).replaceFirst("\\|HNSIM-ECHO\\|", "|HNAPI-DEMO|")
+                        .getBytes(StandardCharsets.UTF_8);
+                expectAnswers(big, client.sendReceive(big, Duration.ofSeconds(10)), "AA");
+                expect(largest.get() >= 100 * 1024, "the largest request the server saw: " + largest.get() + " bytes");
+            } finally {
+                stop.set(true);
+                answering.join(5000);
+            }
+            expect(!answering.isAlive(), "the server thread did not stop");
+            expect(serverError.get() == null, "server thread: " + serverError.get());
+            expect(served.get() >= 12, "served " + served.get());
+        }
+    }
+
+    static boolean sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return true;
+    }
+
+    static void logCallback() throws Exception {
+        Queue<String> lines = new ConcurrentLinkedQueue<>();
+        Queue<String> threads = new ConcurrentLinkedQueue<>();
+        String marker = "HNAPISECRETMARKER" + RUN;
+        Hnapi.setLogCallback((level, line) -> {
+            lines.add(level + " " + line);
+            threads.add(Thread.currentThread().getName());
+            if (level < 1 || level > 5) {
+                lines.add("BAD LEVEL " + level);
+            }
+        }, 5);
+        try {
+            // JNA's callback stub must stay referenced by the bindings, not by us.
+            System.gc();
+            byte[] echo = message("HNSIM-ECHO", "R03", controlId(), "NTE|||" + marker, "PID||9029274643^^^BC^PH");
+            expectEchoed(echo, client.sendReceive(echo, null));
+            try (HnapiClient other = HnapiClient.open(clientToml)) {
+                byte[] request = r35(controlId());
+                expectAnswers(request, other.sendReceive(request, null), "AA");
+            }
+            expectFailure(HnetRtrn.HNET_RTRN_INVALIDFORMATERROR,
+                    () -> client.sendReceive((marker + "|not hl7").getBytes(StandardCharsets.US_ASCII), null));
+            System.gc();
+            byte[] again = r35(controlId());
+            expectAnswers(again, client.sendReceive(again, null), "AA");
+            // A server application connects on the library's own thread: its lines come
+            // from a thread that JNA attached (named by the bindings).
+            try (HnapiServer server = HnapiServer.open(serverToml)) {
+                long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+                while (!threads.contains("hnapi-log") && System.nanoTime() < until) {
+                    Thread.sleep(20);
+                }
+                expect(threads.contains("hnapi-log"), "no line from a library thread; threads: " + threads);
+                expect(server.receive(Duration.ZERO) == null, "a request nobody sent");
+            }
+        } finally {
+            Hnapi.setLogCallback(null, 0);
+        }
+        expect(!lines.isEmpty(), "no log line arrived");
+        for (String line : lines) {
+            expect(!line.contains(marker), "a log line carries message text: " + line);
+            expect(!line.contains("9029274643"), "a log line carries a PHN: " + line);
+            expect(!line.startsWith("BAD LEVEL"), line);
+        }
+        int count = lines.size();
+        byte[] after = r35(controlId());
+        expectAnswers(after, client.sendReceive(after, null), "AA");
+        expectEq(count, lines.size(), "log lines after the callback was removed");
+        System.out.printf("     %d log lines from threads %s%n", count, new java.util.TreeSet<>(threads));
+    }
+
+    static void closeWakesReceive() throws Exception {
+        HnapiClient c = HnapiClient.open(clientToml);
+        byte[] request = message("HNSIM-NORESPONSE", "R03", controlId(), "PID||9029274643^^^BC^PH");
+        long ticket = c.send(request, Duration.ofSeconds(30));
+        AtomicReference<Throwable> outcome = new AtomicReference<>();
+        CountDownLatch done = new CountDownLatch(1);
+        Thread waiter = new Thread(() -> {
+            try {
+                c.receive(ticket, Hnapi.FOREVER);
+            } catch (Throwable e) {
+                outcome.set(e);
+            } finally {
+                done.countDown();
+            }
+        }, "waiter");
+        waiter.start();
+        Thread.sleep(300);
+        long t0 = System.nanoTime();
+        c.close();
+        long closeMs = (System.nanoTime() - t0) / 1_000_000;
+        expect(done.await(2, TimeUnit.SECONDS), "the waiting receive did not return within 2 s of close");
+        expect(outcome.get() instanceof IllegalStateException, "the waiting receive ended with " + outcome.get());
+        expect(closeMs < 2000, "close took " + closeMs + " ms");
+    }
+
+    static void closedClient() {
+        HnapiClient c = HnapiClient.open(clientToml);
+        c.close();
+        c.close();
+        expect(c.isClosed(), "isClosed");
+        for (Runnable call : List.<Runnable>of(
+                () -> c.sendReceive(r35(controlId()), null),
+                () -> c.send(r35(controlId()), null),
+                () -> c.receive(1, Duration.ZERO))) {
+            try {
+                call.run();
+                throw new AssertionError("a call on a closed client succeeded");
+            } catch (IllegalStateException expected) {
+                // as documented
+            }
+        }
+        HnapiServer s = HnapiServer.open(serverToml);
+        s.close();
+        s.close();
+        try {
+            s.receive(Duration.ZERO);
+            throw new AssertionError("receive on a closed server succeeded");
+        } catch (IllegalStateException expected) {
+            // as documented
+        }
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds and runs the Java bindings' test and example against a running sandbox.
+#
+#   tests/java/run.sh LIBDIR CLIENT_TOML SERVER_TOML
+#
+# LIBDIR holds libhnapi.so (target/debug or target/release); CLIENT_TOML and SERVER_TOML
+# are the sandbox's (`hnsecure sandbox --dir DIR --port 0` prints them). Needs Java 17+
+# (javac) and JNA (Debian: libjna-java, /usr/share/java/jna.jar; or set JNA_JAR).
+# Compiles with -Xlint:all -Werror into a temporary folder, runs tests/java/HnapiTest
+# (which also compares HnetRtrn.java with include/hnapi.h) and examples/java/Send (whose
+# answer must contain MSA|AA|). Exits non-zero on any failure.
+set -euo pipefail
+
+if [ "$#" -ne 3 ]; then
+  echo "usage: $0 LIBDIR CLIENT_TOML SERVER_TOML" >&2
+  exit 2
+fi
+libdir=$(cd "$1" && pwd)
+client_toml=$2
+server_toml=$3
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+jna=${JNA_JAR:-/usr/share/java/jna.jar}
+
+step() { printf '\n--> %s\n' "$*"; }
+
+for f in "$libdir/libhnapi.so" "$client_toml" "$server_toml" "$jna"; do
+  [ -e "$f" ] || { echo "missing: $f" >&2; exit 1; }
+done
+command -v javac >/dev/null || { echo "javac is missing (Debian: openjdk-17-jdk-headless)" >&2; exit 1; }
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+bindings=("$root"/bindings/java/src/ca/bc/hnsecure/hnapi/*.java)
+
+step "javac bindings + test (-Xlint:all -Werror)"
+javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/test" "${bindings[@]}" "$root/tests/java/HnapiTest.java"
+
+step "javac bindings + example (-Xlint:all -Werror)"
+javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/example" "${bindings[@]}" "$root/examples/java/Send.java"
+
+java_run() {
+  local classes=$1
+  shift
+  java -cp "$classes:$jna" -Djna.library.path="$libdir" "$@"
+}
+
+# The test runs under LC_ALL=C, where Java's default charset is ASCII: the bindings must
+# still pass strings as UTF-8. (Not when a path is not ASCII: Java could not name it then.)
+locale_env=(env LC_ALL=C LANG=C)
+if LC_ALL=C grep -q '[^ -~]' <<<"$root$libdir$client_toml$server_toml"; then
+  locale_env=(env)
+fi
+step "${locale_env[*]} java HnapiTest $client_toml $server_toml"
+"${locale_env[@]}" java -cp "$out/test:$jna" -Djna.library.path="$libdir" -Dhnapi.header="$root/include/hnapi.h" \
+  HnapiTest "$client_toml" "$server_toml"
+
+step "java Send $client_toml tests/data/v5_2_5_4_request.hl7"
+if ! answer=$(java_run "$out/example" Send "$client_toml" "$root/tests/data/v5_2_5_4_request.hl7"); then
+  echo "Send failed" >&2
+  exit 1
+fi
+printf '%s\n' "$answer"
+if ! grep -q 'MSA|AA|' <<<"$answer"; then
+  echo "Send's answer has no MSA|AA|" >&2
+  exit 1
+fi
+
+step "java bindings: all passed"
