@@ -8,7 +8,9 @@
 # whole Rust test suite (unit, Volume 5 examples, property tests, end to end over TLS,
 # CLI, fuzz regressions, doc examples), then the C ABI: the header is what cbindgen makes,
 # the C tests (with AddressSanitizer), the C examples (shared, static, pkg-config), the
-# C# and Java bindings' tests and examples, and the Rust example — all against a sandbox.
+# C# and Java bindings' tests and examples, and the Rust example — all against a sandbox;
+# then the client daemon with python-hl7's MLLP client (in a virtual environment under
+# target/) and the C example in legacy mode (HL7Xfer).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -61,7 +63,9 @@ if ! cbindgen --version 2>/dev/null | grep -q "0.29.4"; then
 fi
 work=$(mktemp -d)
 sandbox_pid=""
+relay_pid=""
 cleanup() {
+  if [ -n "$relay_pid" ]; then kill "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; fi
   if [ -n "$sandbox_pid" ]; then kill "$sandbox_pid" 2>/dev/null || true; wait "$sandbox_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -134,5 +138,33 @@ bash tests/java/run.sh "$lib" "$client_toml" "$server_toml"
 
 step "Rust example"
 cargo run --locked --quiet --example send -- "$client_toml" tests/data/v5_2_5_4_request.hl7 | tr '\r' '\n' | grep -q "^MSA|AA|"
+
+step "client daemon: python-hl7's MLLP client, and the C example in legacy mode"
+if have apt-get; then
+  apt_install python3 python3-venv
+fi
+venv=target/python-hl7
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c "import hl7" 2>/dev/null || "$venv/bin/pip" install --quiet "hl7==0.4.5"
+relay_toml="$(dirname "$client_toml")/relay.toml"
+{ cat "$client_toml"; printf '\n[listen]\nhl7xfer = "127.0.0.1:0"\nmllp = "127.0.0.1:0"\n'; } > "$relay_toml"
+target/debug/hnsecure client --config "$relay_toml" --log-level warn > "$work/relay-ready" &
+relay_pid=$!
+for _ in $(seq 1 100); do
+  grep -q "^ready " "$work/relay-ready" 2>/dev/null && break
+  kill -0 "$relay_pid" 2>/dev/null || { echo "the client daemon did not start"; exit 1; }
+  sleep 0.1
+done
+relay_ready=$(head -1 "$work/relay-ready")
+echo "$relay_ready"
+mllp=$(sed -n 's/.* mllp=\([^ ]*\).*/\1/p' <<<"$relay_ready")
+hl7xfer=$(sed -n 's/.* hl7xfer=\([^ ]*\).*/\1/p' <<<"$relay_ready")
+"$venv/bin/python" tests/python/mllp_engine.py "${mllp%:*}" "${mllp##*:}" tests/data
+printf 'facility = "BC00000098"\ntransport = "hl7xfer"\nhnclient = "%s"\n' "$hl7xfer" > "$work/legacy.toml"
+LD_LIBRARY_PATH="$lib" "$work/send" "$work/legacy.toml" tests/data/v5_2_5_4_request.hl7 | grep -q "^MSA|AA|20010915000017|"
+echo "C example in legacy mode: answered through hnsecure client"
+kill -TERM "$relay_pid"
+wait "$relay_pid"
+relay_pid=""
 
 step "all checks passed"

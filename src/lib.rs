@@ -15,6 +15,7 @@
 //! - [`config`] — reading TOML configuration with errors that name the key.
 //! - [`sandbox`] — the whole system on loopback, for testing against the simulator.
 //! - [`ffi`] — the C ABI of `libhnapi` (`include/hnapi.h`): thin over `client`.
+//! - [`xfer`] — the legacy HL7Xfer protocol (HNClient's socket) and MLLP framing. No I/O.
 // `unsafe` lives in `ffi` and nowhere else: every other module also forbids it itself.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod gate;
 pub mod hl7;
 pub mod sandbox;
 pub mod transport;
+pub mod xfer;
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -1,4 +1,5 @@
-//! `client.toml`: what the client core needs to reach the gateway.
+//! `client.toml`: what the client core needs to reach the gateway, and what the client
+//! daemon (`hnsecure client --config`) listens on.
 //!
 //! ```toml
 //! facility = "BC00000098"             # this facility's id (MSH-4 of what it sends)
@@ -8,8 +9,31 @@
 //! # connect_timeout_secs = 10         # TCP connect and TLS handshake, per gateway
 //! # keepalive_secs = 30               # ping an idle connection this often
 //! # max_frame_bytes = 8388608         # the largest frame sent or accepted
+//!
+//! # The library's legacy mode: speak HL7Xfer to an HNClient (an old HNCLIENT.EXE, or
+//! # `hnsecure client`) instead of TLS to a gateway; credential and gateways are not used.
+//! # transport = "hl7xfer"
+//! # hnclient = "127.0.0.1:19430"
+//!
+//! # The client daemon's listeners (`hnsecure client --config`); leave one out to disable it.
+//! [listen]
+//! hl7xfer = "127.0.0.1:19430"         # legacy HNClient applications (HL7Xfer)
+//! mllp = "127.0.0.1:2575"             # integration engines (MLLP)
+//! # allow_list = "allow.txt"          # other hosts allowed to connect: one IP or CIDR a line
+//! # read_timeout_secs = 30            # a peer silent this long mid-message is answered and closed
+//! # max_message_bytes = 8388608       # larger messages are refused (XFER003E)
+//! # max_connections = 1000            # beyond this, new connections are closed at once
+//! # shutdown_grace_secs = 30          # on SIGINT/SIGTERM, running transactions get this long
+//!
+//! # TLS on the MLLP listener, for engines on other hosts (free engines lack it otherwise).
+//! # [listen.mllp_tls]
+//! # certificate = "mllp.pem"          # this listener's certificate chain (PEM)
+//! # private_key = "mllp-key.pem"      # its private key (PEM)
+//! # client_ca = "engines-ca.pem"      # CA of the engines' client certificates
+//! # require_client_cert = false       # refuse engines without a certificate from client_ca
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,15 +45,27 @@ use crate::transport::DEFAULT_MAX_FRAME;
 /// The default transaction timeout, as Volume 5 (2.6) recommends: 70 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(70);
 
+/// How the client core reaches the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS to hnsecure gateways, with the facility's credential (the default).
+    Gateway,
+    /// HL7Xfer to an HNClient at `HOST:PORT` (an old HNCLIENT.EXE, or the client daemon).
+    Hl7Xfer(String),
+}
+
 /// The client core's configuration.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// This facility's id.
     pub facility: String,
-    /// The credential file, resolved against the configuration file's folder.
-    pub credential: PathBuf,
-    /// Gateways as `HOST:PORT`, tried in order.
+    /// The credential file, resolved against the configuration file's folder (required
+    /// for [`Transport::Gateway`]).
+    pub credential: Option<PathBuf>,
+    /// Gateways as `HOST:PORT`, tried in order (required for [`Transport::Gateway`]).
     pub gateways: Vec<String>,
+    /// How the network is reached.
+    pub transport: Transport,
     /// How long a transaction may take when the caller gives no timeout.
     pub timeout: Duration,
     /// How long connecting to one gateway (TCP and TLS) may take.
@@ -38,14 +74,78 @@ pub struct ClientConfig {
     pub keepalive: Duration,
     /// The largest frame sent or accepted.
     pub max_frame_bytes: usize,
+    /// The client daemon's listeners, when configured.
+    pub listen: Option<ListenConfig>,
+}
+
+/// The client daemon's listeners (`[listen]`).
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
+    /// The HL7Xfer listener, for legacy HNClient applications.
+    pub hl7xfer: Option<SocketAddr>,
+    /// The MLLP listener, for integration engines.
+    pub mllp: Option<SocketAddr>,
+    /// TLS on the MLLP listener.
+    pub mllp_tls: Option<MllpTls>,
+    /// The allow-list file: other hosts allowed to connect.
+    pub allow_list: Option<PathBuf>,
+    /// A peer silent this long in the middle of a message is answered and closed.
+    pub read_timeout: Duration,
+    /// The largest message accepted.
+    pub max_message_bytes: usize,
+    /// Connections beyond this are closed at once.
+    pub max_connections: usize,
+    /// On shutdown, how long running transactions may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ListenConfig {
+    /// What the daemon listens on when client.toml has no `[listen]`: both listeners, on
+    /// loopback, at their customary ports.
+    fn default() -> Self {
+        Self {
+            hl7xfer: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HL7XFER_PORT))),
+            mllp: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_MLLP_PORT))),
+            mllp_tls: None,
+            allow_list: None,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            max_message_bytes: DEFAULT_MAX_FRAME,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// The HL7Xfer listener's customary port (HNClient 4.1.d).
+pub const DEFAULT_HL7XFER_PORT: u16 = crate::xfer::hl7xfer::DEFAULT_PORT;
+/// The MLLP listener's customary port.
+pub const DEFAULT_MLLP_PORT: u16 = 2575;
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// TLS on the MLLP listener (`[listen.mllp_tls]`).
+#[derive(Clone, Debug)]
+pub struct MllpTls {
+    /// The listener's certificate chain (PEM file).
+    pub certificate: PathBuf,
+    /// Its private key (PEM file).
+    pub private_key: PathBuf,
+    /// The CA of the engines' client certificates (PEM file).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse engines without a client certificate from `client_ca`.
+    pub require_client_cert: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientFile {
     facility: String,
-    credential: PathBuf,
+    credential: Option<PathBuf>,
+    #[serde(default)]
     gateways: Vec<String>,
+    transport: Option<String>,
+    hnclient: Option<String>,
     #[serde(default = "default_timeout_secs")]
     timeout_secs: u64,
     #[serde(default = "default_connect_timeout_secs")]
@@ -54,6 +154,30 @@ struct ClientFile {
     keepalive_secs: u64,
     #[serde(default = "default_max_frame_bytes")]
     max_frame_bytes: usize,
+    listen: Option<ListenFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenFile {
+    hl7xfer: Option<String>,
+    mllp: Option<String>,
+    mllp_tls: Option<MllpTlsFile>,
+    allow_list: Option<PathBuf>,
+    read_timeout_secs: Option<u64>,
+    max_message_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MllpTlsFile {
+    certificate: PathBuf,
+    private_key: PathBuf,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    require_client_cert: bool,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -67,6 +191,12 @@ fn default_keepalive_secs() -> u64 {
 }
 fn default_max_frame_bytes() -> usize {
     DEFAULT_MAX_FRAME
+}
+
+/// True for `HOST:PORT` with a host and a port from 1 to 65535.
+fn host_port(text: &str) -> bool {
+    text.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 impl ClientConfig {
@@ -85,18 +215,51 @@ impl ClientConfig {
         if file.facility.is_empty() {
             return Err(ConfigError::invalid(path, "facility", "may not be empty"));
         }
-        if file.gateways.is_empty() {
-            return Err(ConfigError::invalid(
-                path,
-                "gateways",
-                "name at least one gateway, as HOST:PORT",
-            ));
+        let transport = match file.transport.as_deref() {
+            None | Some("gateway") => Transport::Gateway,
+            Some("hl7xfer") => match file.hnclient {
+                Some(hnclient) if host_port(&hnclient) => Transport::Hl7Xfer(hnclient),
+                Some(hnclient) => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "hnclient",
+                        format!("{hnclient:?} is not HOST:PORT"),
+                    ));
+                }
+                None => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "hnclient",
+                        "transport = \"hl7xfer\" needs the HNClient's HOST:PORT",
+                    ));
+                }
+            },
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    path,
+                    "transport",
+                    format!("{other:?}: use \"gateway\" (the default) or \"hl7xfer\""),
+                ));
+            }
+        };
+        if transport == Transport::Gateway {
+            if file.credential.is_none() {
+                return Err(ConfigError::invalid(
+                    path,
+                    "credential",
+                    "name the credential file from `hnsecure client register`",
+                ));
+            }
+            if file.gateways.is_empty() {
+                return Err(ConfigError::invalid(
+                    path,
+                    "gateways",
+                    "name at least one gateway, as HOST:PORT",
+                ));
+            }
         }
         for (i, gateway) in file.gateways.iter().enumerate() {
-            let port_ok = gateway.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !port_ok {
+            if !host_port(gateway) {
                 return Err(ConfigError::invalid(
                     path,
                     format!("gateways[{i}]"),
@@ -118,16 +281,96 @@ impl ClientConfig {
                 "must be at least 1024",
             ));
         }
+        let listen = file.listen.map(|l| listen_config(l, path)).transpose()?;
         Ok(Self {
             facility: file.facility,
-            credential: resolve(path, &file.credential),
+            credential: file.credential.map(|c| resolve(path, &c)),
             gateways: file.gateways,
+            transport,
             timeout: positive("timeout_secs", file.timeout_secs)?,
             connect_timeout: positive("connect_timeout_secs", file.connect_timeout_secs)?,
             keepalive: positive("keepalive_secs", file.keepalive_secs)?,
             max_frame_bytes: file.max_frame_bytes,
+            listen,
         })
     }
+}
+
+fn listen_config(file: ListenFile, path: &Path) -> Result<ListenConfig, ConfigError> {
+    let address = |key: &str, text: Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+        text.map(|t| {
+            t.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    path,
+                    format!("listen.{key}"),
+                    format!("{t:?} is not IP:PORT"),
+                )
+            })
+        })
+        .transpose()
+    };
+    let hl7xfer = address("hl7xfer", file.hl7xfer)?;
+    let mllp = address("mllp", file.mllp)?;
+    if hl7xfer.is_none() && mllp.is_none() {
+        return Err(ConfigError::invalid(
+            path,
+            "listen",
+            "name hl7xfer, mllp, or both",
+        ));
+    }
+    if file.mllp_tls.is_some() && mllp.is_none() {
+        return Err(ConfigError::invalid(
+            path,
+            "listen.mllp_tls",
+            "there is no mllp listener to put TLS on",
+        ));
+    }
+    let secs = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(ConfigError::invalid(
+            path,
+            format!("listen.{key}"),
+            "must be at least 1",
+        )),
+        Some(n) => Ok(Duration::from_secs(n)),
+        None => Ok(Duration::from_secs(default)),
+    };
+    let mllp_tls = file.mllp_tls.map(|t| {
+        if t.require_client_cert && t.client_ca.is_none() {
+            return Err(ConfigError::invalid(
+                path,
+                "listen.mllp_tls.client_ca",
+                "require_client_cert needs the CA of the engines' certificates",
+            ));
+        }
+        Ok(MllpTls {
+            certificate: resolve(path, &t.certificate),
+            private_key: resolve(path, &t.private_key),
+            client_ca: t.client_ca.map(|c| resolve(path, &c)),
+            require_client_cert: t.require_client_cert,
+        })
+    });
+    Ok(ListenConfig {
+        hl7xfer,
+        mllp,
+        mllp_tls: mllp_tls.transpose()?,
+        allow_list: file.allow_list.map(|a| resolve(path, &a)),
+        read_timeout: secs(
+            "read_timeout_secs",
+            file.read_timeout_secs,
+            DEFAULT_READ_TIMEOUT.as_secs(),
+        )?,
+        max_message_bytes: file
+            .max_message_bytes
+            .unwrap_or(DEFAULT_MAX_FRAME)
+            .max(1024),
+        max_connections: file
+            .max_connections
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+            .max(1),
+        shutdown_grace: file
+            .shutdown_grace_secs
+            .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
+    })
 }
 
 #[cfg(test)]
@@ -141,10 +384,68 @@ mod tests {
             Path::new("/etc/hnsecure"),
         )
         .unwrap();
-        assert_eq!(c.credential, Path::new("/etc/hnsecure/cred.toml"));
+        assert_eq!(
+            c.credential.as_deref(),
+            Some(Path::new("/etc/hnsecure/cred.toml"))
+        );
+        assert_eq!(c.transport, Transport::Gateway);
         assert_eq!(c.timeout, Duration::from_secs(70));
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.max_frame_bytes, 8 * 1024 * 1024);
+        assert!(c.listen.is_none());
+    }
+
+    #[test]
+    fn legacy_mode_needs_no_credential() {
+        let c = ClientConfig::from_toml(
+            "facility = \"BC00000098\"\ntransport = \"hl7xfer\"\nhnclient = \"127.0.0.1:19430\"\n",
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(c.transport, Transport::Hl7Xfer("127.0.0.1:19430".into()));
+        assert_eq!(c.credential, None);
+    }
+
+    #[test]
+    fn listeners() {
+        let c = ClientConfig::from_toml(
+            "facility = \"F\"\ncredential = \"c\"\ngateways = [\"h:1\"]\n\
+             [listen]\nhl7xfer = \"127.0.0.1:19430\"\nallow_list = \"allow.txt\"\n\
+             [listen.mllp_tls]\ncertificate = \"m.pem\"\nprivate_key = \"k.pem\"\n",
+            Path::new("/etc/hn"),
+        );
+        let e = c.unwrap_err().to_string();
+        assert!(
+            e.contains("listen.mllp_tls") && e.contains("no mllp listener"),
+            "{e}"
+        );
+        let c = ClientConfig::from_toml(
+            "facility = \"F\"\ncredential = \"c\"\ngateways = [\"h:1\"]\n\
+             [listen]\nhl7xfer = \"127.0.0.1:19430\"\nmllp = \"0.0.0.0:2575\"\nallow_list = \"allow.txt\"\n\
+             [listen.mllp_tls]\ncertificate = \"m.pem\"\nprivate_key = \"k.pem\"\n",
+            Path::new("/etc/hn"),
+        )
+        .unwrap();
+        let listen = c.listen.unwrap();
+        assert_eq!(listen.hl7xfer, Some("127.0.0.1:19430".parse().unwrap()));
+        assert_eq!(
+            listen.allow_list.as_deref(),
+            Some(Path::new("/etc/hn/allow.txt"))
+        );
+        assert_eq!(
+            listen.mllp_tls.unwrap().certificate,
+            Path::new("/etc/hn/m.pem")
+        );
+        assert_eq!(listen.read_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn without_listen_the_daemon_takes_both_customary_ports_on_loopback() {
+        let d = ListenConfig::default();
+        assert_eq!(d.hl7xfer, Some("127.0.0.1:19430".parse().unwrap()));
+        assert_eq!(d.mllp, Some("127.0.0.1:2575".parse().unwrap()));
+        assert!(d.allow_list.is_none() && d.mllp_tls.is_none());
+        assert_eq!(d.read_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -155,6 +456,7 @@ mod tests {
                 "facility = \"F\"\ncredential = \"c\"\ngateways = []\n",
                 "gateways",
             ),
+            ("facility = \"F\"\ngateways = [\"h:1\"]\n", "credential"),
             (
                 "facility = \"F\"\ncredential = \"c\"\ngateways = [\"nohost\"]\n",
                 "gateways[0]",
@@ -172,6 +474,19 @@ mod tests {
                 "timout_secs",
             ),
             ("credential = \"c\"\ngateways = [\"h:1\"]\n", "facility"),
+            ("facility = \"F\"\ntransport = \"hl7xfer\"\n", "hnclient"),
+            (
+                "facility = \"F\"\ntransport = \"carrier pigeon\"\n",
+                "transport",
+            ),
+            (
+                "facility = \"F\"\ncredential = \"c\"\ngateways = [\"h:1\"]\n[listen]\n",
+                "hl7xfer, mllp",
+            ),
+            (
+                "facility = \"F\"\ncredential = \"c\"\ngateways = [\"h:1\"]\n[listen]\nmllp = \"nowhere\"\n",
+                "listen.mllp",
+            ),
         ];
         for (text, key) in cases {
             let e = ClientConfig::from_toml(text, base).unwrap_err().to_string();

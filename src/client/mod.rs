@@ -13,6 +13,10 @@
 //! | TLS or HNGard refuses this facility            | AR from `HNAPI`, `TXFR029E`         |
 //! | the gateway refuses the envelope (replay, MAC) | [`ClientError::Encryption`]         |
 //! | the input has no usable MSH                    | [`ClientError::InvalidFormat`]      |
+//! | legacy mode: the HNClient is unreachable or silent | AR from `HNAPI`, `RECV022E` (2.5.1) |
+//!
+//! In legacy mode (`transport = "hl7xfer"`) requests go over HL7Xfer to an HNClient —
+//! an old HNCLIENT.EXE or `hnsecure client` — instead of TLS to a gateway (DESIGN 3.3).
 //!
 //! [`AsyncClient`] is the core, for code that runs its own tokio runtime (the client
 //! daemon). [`Client`] wraps it with a small runtime of its own, for threads that block
@@ -22,6 +26,8 @@
 mod config;
 mod conn;
 pub mod credential;
+pub mod daemon;
+mod legacy;
 mod register;
 mod server;
 
@@ -30,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use config::{ClientConfig, DEFAULT_TIMEOUT};
+pub use config::{ClientConfig, DEFAULT_TIMEOUT, ListenConfig, MllpTls, Transport};
 pub use credential::Credential;
 pub use register::{RegisterError, register};
 pub use server::{Request, Server, ServerConfig};
@@ -138,6 +144,23 @@ pub struct AsyncClient {
 
 struct Inner {
     config: ClientConfig,
+    /// Who signs the network ACKs this core makes: `HNAPI` in an application, `HNCLIENT`
+    /// in the client daemon.
+    component: NetworkComponent,
+    /// MSH-4 of those ACKs: blank for `HNAPI` (2.5.1), the facility for `HNCLIENT`.
+    ack_facility: String,
+    route: Route,
+}
+
+/// How requests leave this core.
+enum Route {
+    /// TLS to the gateways, with the facility's credential.
+    Gateway(GatewayRoute),
+    /// HL7Xfer to an HNClient (legacy mode).
+    Hl7Xfer(legacy::Hnclient),
+}
+
+struct GatewayRoute {
     facility: String,
     key: MasterKey,
     tls: Arc<rustls::ClientConfig>,
@@ -172,19 +195,53 @@ fn facility_tls(
 }
 
 impl AsyncClient {
-    /// A client for `config`: reads the credential and prepares TLS. It connects on the
-    /// first request, not before.
+    /// A client for `config`, as an application's library (its network ACKs come from
+    /// `HNAPI`): reads the credential and prepares TLS, or in legacy mode notes the
+    /// HNClient. It connects on the first request, not before.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
-        let (credential, tls) = facility_tls(&config.facility, &config.credential)?;
-        let dialer = Dialer::new(&config.gateways);
+        Self::answering_as(config, NetworkComponent::Hnapi)
+    }
+
+    /// A client whose network ACKs come from `component`: `HNAPI` (blank MSH-4, as
+    /// 2.5.1 shows) or `HNCLIENT`/`HNGATE` (MSH-4 the configured facility).
+    pub fn answering_as(
+        config: ClientConfig,
+        component: NetworkComponent,
+    ) -> Result<Self, ClientError> {
+        let route = match &config.transport {
+            Transport::Gateway => {
+                let Some(path) = config.credential.as_deref() else {
+                    return Err(ClientError::Config(ConfigError::invalid(
+                        std::path::Path::new("client.toml"),
+                        "credential",
+                        "name the credential file from `hnsecure client register`",
+                    )));
+                };
+                let (credential, tls) = facility_tls(&config.facility, path)?;
+                Route::Gateway(GatewayRoute {
+                    facility: credential.facility.clone(),
+                    key: credential.key.clone(),
+                    tls,
+                    current: Mutex::new(None),
+                    dialer: tokio::sync::Mutex::new(Dialer::new(&config.gateways)),
+                })
+            }
+            Transport::Hl7Xfer(address) => Route::Hl7Xfer(legacy::Hnclient::new(
+                address.clone(),
+                config.connect_timeout,
+                config.max_frame_bytes,
+            )),
+        };
+        let ack_facility = match component {
+            NetworkComponent::Hnapi => String::new(),
+            _ => config.facility.clone(),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                facility: credential.facility.clone(),
-                key: credential.key.clone(),
                 config,
-                tls,
-                current: Mutex::new(None),
-                dialer: tokio::sync::Mutex::new(dialer),
+                component,
+                ack_facility,
+                route,
             }),
         })
     }
@@ -192,6 +249,21 @@ impl AsyncClient {
     /// The configuration this client runs with.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// The network ACK this core gives for `request` (or for no readable request).
+    fn network_ack(&self, request: Option<&Message<'_>>, code: NetworkCode) -> Answer {
+        Answer {
+            bytes: hl7::network_ack(
+                request,
+                self.inner.component,
+                &self.inner.ack_facility,
+                code,
+                None,
+                &hl7::now_pacific(),
+            ),
+            network_error: Some(code),
+        }
     }
 
     /// Sends `message` and returns its answer, within `timeout` (the configured default
@@ -205,27 +277,71 @@ impl AsyncClient {
         self.check_size(message)?;
         let timeout = timeout.unwrap_or(self.inner.config.timeout);
         let deadline = Instant::now() + timeout;
-        let network = |code| Answer {
-            bytes: hl7::network_ack(
-                Some(&request),
-                NetworkComponent::Hnapi,
-                "",
-                code,
-                None,
-                &hl7::now_pacific(),
-            ),
-            network_error: Some(code),
-        };
+        match &self.inner.route {
+            Route::Gateway(route) => {
+                let code = match self.through_gateway(route, message, deadline).await? {
+                    Ok(answer) => return Ok(answer),
+                    Err(code) => code,
+                };
+                Ok(self.network_ack(Some(&request), code))
+            }
+            Route::Hl7Xfer(hnclient) => match hnclient.exchange(message, deadline).await {
+                Ok(bytes) => Ok(Answer {
+                    bytes,
+                    network_error: None,
+                }),
+                Err(e) => {
+                    log::warn!("HNCLIENT {}: {e}", hnclient.address());
+                    Ok(self.network_ack(Some(&request), NetworkCode::Recv022E))
+                }
+            },
+        }
+    }
 
-        let connection = match self.connection(deadline).await {
-            Ok(c) => c,
-            Err(DialError::Unreachable) => return Ok(network(NetworkCode::Txfr024E)),
-            Err(DialError::Refused) => return Ok(network(NetworkCode::Txfr029E)),
+    /// Like [`AsyncClient::send_receive`], but every outcome is an HL7 answer: what
+    /// cannot be sent is answered with an AR from this core's component, naming why
+    /// (the client daemon's rule: no request goes unanswered).
+    ///
+    /// | error | code |
+    /// |---|---|
+    /// | no usable MSH | `VLDT004E`, `VLDT007E` or `HNPS002E` |
+    /// | too large | `XFER003E` |
+    /// | envelope refused | `TXFR029E` |
+    /// | anything else | `TXFR024E` |
+    pub async fn answer(&self, message: &[u8], timeout: Option<Duration>) -> Answer {
+        let error = match self.send_receive(message, timeout).await {
+            Ok(answer) => return answer,
+            Err(e) => e,
         };
-        let inner = &self.inner;
+        let request = Message::parse(message).ok();
+        let code = match &error {
+            ClientError::InvalidFormat(e) => e.network_code(),
+            ClientError::TooLarge { .. } => NetworkCode::Xfer003E,
+            ClientError::Encryption(_) => NetworkCode::Txfr029E,
+            _ => NetworkCode::Txfr024E,
+        };
+        if !matches!(error, ClientError::InvalidFormat(_)) {
+            log::warn!("a request could not be sent: {error}");
+        }
+        self.network_ack(request.as_ref(), code)
+    }
+
+    /// One transaction through the gateway: the answer, or the network code to answer
+    /// with, or an error.
+    async fn through_gateway(
+        &self,
+        route: &GatewayRoute,
+        message: &[u8],
+        deadline: Instant,
+    ) -> Result<Result<Answer, NetworkCode>, ClientError> {
+        let connection = match self.connection(route, deadline).await {
+            Ok(c) => c,
+            Err(DialError::Unreachable) => return Ok(Err(NetworkCode::Txfr024E)),
+            Err(DialError::Refused) => return Ok(Err(NetworkCode::Txfr029E)),
+        };
         let sealed = envelope::seal(
-            &inner.key,
-            &inner.facility,
+            &route.key,
+            &route.facility,
             Direction::Request,
             &[0; envelope::NONCE_LEN],
             envelope::now_ms(),
@@ -235,7 +351,7 @@ impl AsyncClient {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match connection.call(sealed.bytes, remaining).await {
             Reply::Response(sealed_answer) => {
-                let opened = envelope::open(&inner.key, &sealed_answer, Direction::Response)
+                let opened = envelope::open(&route.key, &sealed_answer, Direction::Response)
                     .map_err(|e: EnvelopeError| {
                         ClientError::Encryption(format!("the answer's envelope: {e}"))
                     })?;
@@ -244,23 +360,23 @@ impl AsyncClient {
                         "the answer is not for this request".into(),
                     ));
                 }
-                Ok(Answer {
+                Ok(Ok(Answer {
                     bytes: opened.plaintext,
                     network_error: None,
-                })
+                }))
             }
             Reply::Refused(reason) if reason.is_envelope() => {
                 Err(ClientError::Encryption(reason.to_string()))
             }
-            Reply::Refused(Refusal::ShuttingDown) => Ok(network(NetworkCode::Txfr024E)),
+            Reply::Refused(Refusal::ShuttingDown) => Ok(Err(NetworkCode::Txfr024E)),
             Reply::Refused(reason) => {
                 log::warn!(
                     "gateway {} refused a request: {reason}",
                     connection.gateway()
                 );
-                Ok(network(NetworkCode::Txfr029E))
+                Ok(Err(NetworkCode::Txfr029E))
             }
-            Reply::Lost | Reply::TimedOut => Ok(network(NetworkCode::Txfr024E)),
+            Reply::Lost | Reply::TimedOut => Ok(Err(NetworkCode::Txfr024E)),
         }
     }
 
@@ -278,22 +394,25 @@ impl AsyncClient {
     }
 
     /// The live connection, or a new one (see [`Dialer`]).
-    async fn connection(&self, deadline: Instant) -> Result<Arc<Connection>, DialError> {
-        if let Some(c) = self.live() {
+    async fn connection(
+        &self,
+        route: &GatewayRoute,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, DialError> {
+        if let Some(c) = route.live() {
             return Ok(c);
         }
-        let inner = &self.inner;
-        let Ok(mut dialer) = tokio::time::timeout_at(deadline.into(), inner.dialer.lock()).await
+        let Ok(mut dialer) = tokio::time::timeout_at(deadline.into(), route.dialer.lock()).await
         else {
             return Err(DialError::Unreachable);
         };
-        if let Some(c) = self.live() {
+        if let Some(c) = route.live() {
             return Ok(c); // another request connected while this one waited
         }
-        let config = &inner.config;
+        let config = &self.inner.config;
         let connection = dialer
             .dial(deadline, config.connect_timeout, |addr, budget| {
-                let tls = inner.tls.clone();
+                let tls = route.tls.clone();
                 async move {
                     Connection::open(
                         &addr,
@@ -307,14 +426,16 @@ impl AsyncClient {
                 }
             })
             .await?;
-        *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
+        *route.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
         Ok(connection)
     }
 
     /// Closes the connection to the gateway, if any (the next request connects again).
     pub async fn close(&self) {
-        let current = self
-            .inner
+        let Route::Gateway(route) = &self.inner.route else {
+            return; // legacy mode holds no connection between transactions
+        };
+        let current = route
             .current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -323,9 +444,11 @@ impl AsyncClient {
             connection.shutdown().await;
         }
     }
+}
 
+impl GatewayRoute {
     fn live(&self) -> Option<Arc<Connection>> {
-        let current = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         current.as_ref().filter(|c| c.is_alive()).cloned()
     }
 }

@@ -230,7 +230,8 @@ impl NetworkComponent {
 ///
 /// MSH-3 is `component`; MSH-4 its network facility id (`facility`; blank for HNAPI);
 /// MSH-5/6 the request's MSH-3/4; MSH-7 `timestamp`; MSH-8 copied; MSH-9 `ACK`; MSH-10
-/// the request's MSH-10; MSH-11/12 copied. Then `MSA|AR|<request MSH-10>|<code text>`.
+/// the request's MSH-10; MSH-11/12 copied, and MSH-18 (character set) when the request
+/// has one. Then `MSA|AR|<request MSH-10>|<code text>`.
 /// `detail` completes texts that name something (the application of `HNPS005E`).
 ///
 /// Without a readable request (no message, no MSH, unusable delimiters) the copied
@@ -264,6 +265,12 @@ pub fn network_ack(
     for (n, value) in msh {
         ack.msh().set(n, value);
     }
+    // The request's character set (MSH-18) is the answer's too: the ACK's own text is
+    // ASCII, and what it copies keeps the request's bytes.
+    if let Some(r) = request.filter(|r| r.msh(18).is_present()) {
+        let charset = copied(r, &ack, 18);
+        ack.msh().set(18, charset);
+    }
     let mut msa = SegmentBuilder::new("MSA");
     msa.set(1, "AR")
         .set(2, copy(&ack, 10, ""))
@@ -277,6 +284,24 @@ mod tests {
     use super::*;
 
     const REQUEST: &[u8] = b"MSH|^~\\&|HR|BC00000098|RAICOVPART-ENQ|BC0003000|19990719102151|PM33283|R46^Z26|19980915000020|D|2.3\r";
+
+    #[test]
+    fn network_ack_keeps_the_character_set() {
+        let req = Message::parse(b"MSH|^~\\&|A|F|B|G|1||R03|42|P|2.3||||||8859/1\rNTE|||Caf\xe9\r")
+            .unwrap();
+        let ack = network_ack(
+            Some(&req),
+            NetworkComponent::Hnclient,
+            "F9",
+            NetworkCode::Txfr024E,
+            None,
+            "T",
+        );
+        assert_eq!(
+            ack,
+            b"MSH|^~\\&|HNCLIENT|F9|A|F|T||ACK|42|P|2.3||||||8859/1\rMSA|AR|42|TXFR024E Connection with remote facility timed out.\r"
+        );
+    }
 
     #[test]
     fn application_ack_swaps_and_copies() {

@@ -21,6 +21,14 @@ pub enum NetworkCode {
     Txfr036E,
     /// The HL7Xfer server (an HNCLIENT) timed out with no or a partial answer.
     Txfr039E,
+    /// HL7Xfer: the originator's HS segment or its answer to the challenge was wrong.
+    Xfer001E,
+    /// HL7Xfer: a segment header or length was malformed, or bytes followed the message.
+    Xfer002E,
+    /// HL7Xfer or MLLP: the message is larger than the listener's maximum.
+    Xfer003E,
+    /// MLLP: bytes outside a frame, or a frame not ended by `0x1C 0x0D`.
+    Xfer004E,
     /// The request held no HL7 message at all.
     Vldt004E,
     /// The request does not start with an MSH segment.
@@ -49,6 +57,10 @@ impl NetworkCode {
         Self::Txfr029E,
         Self::Txfr036E,
         Self::Txfr039E,
+        Self::Xfer001E,
+        Self::Xfer002E,
+        Self::Xfer003E,
+        Self::Xfer004E,
         Self::Vldt004E,
         Self::Vldt007E,
         Self::Vldt008E,
@@ -117,7 +129,27 @@ impl NetworkCode {
             Self::Txfr039E => (
                 "TXFR039E",
                 "Connection to HL7Xfer Server timed out with no or partial response.",
-                "The HL7Xfer exchange stalled or ended early.",
+                "hnsecure client: an HL7Xfer exchange, or an MLLP message, stalled past listen.read_timeout_secs or ended early.",
+            ),
+            Self::Xfer001E => (
+                "XFER001E",
+                "HL7Xfer handshake failed.",
+                "hnsecure client: the application's HS segment, or its answer to the challenge, was wrong.",
+            ),
+            Self::Xfer002E => (
+                "XFER002E",
+                "HL7Xfer protocol error: unexpected or malformed segment.",
+                "hnsecure client: a wrong SI or DT header, a length that is not 10 digits, or bytes after the message.",
+            ),
+            Self::Xfer003E => (
+                "XFER003E",
+                "HL7 message too large for HNCLIENT",
+                "hnsecure client: the DT length, or an MLLP frame, is above listen.max_message_bytes; HL7Xfer gives the length and maximum after the text.",
+            ),
+            Self::Xfer004E => (
+                "XFER004E",
+                "MLLP framing error: message not framed by 0x0B and 0x1C 0x0D.",
+                "hnsecure client: an MLLP engine sent bytes outside a frame, or ended a frame without 0x1C 0x0D; the connection is closed.",
             ),
             Self::Vldt004E => (
                 "VLDT004E",

@@ -106,6 +106,36 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The client daemon's MLLP listener (not hnsecure's transport): TLS 1.2 or 1.3, as
+/// integration engines speak, no ALPN. With `client_ca`, engines' certificates are
+/// verified against it, and required when `require_client_cert`.
+pub fn mllp_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<&[CertificateDer<'static>]>,
+    require_client_cert: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());
+            let verifier = if require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| TlsError::Verifier(e.to_string()))?,
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(builder.with_single_cert(chain, key)?))
+}
+
 /// A client's configuration: `ca` as the only root, TLS 1.3 only, and the facility's
 /// certificate and key when it has them (registration connects without).
 pub fn client_config(

@@ -1,7 +1,8 @@
-//! `hnsecure client …`: the client side of a facility. `register` turns a one-time code
-//! into a credential.
+//! `hnsecure client …`: the client side of a facility. `--config` runs the client daemon
+//! (the local HNCLIENT for HL7Xfer applications and MLLP engines); `register` turns a
+//! one-time code into a credential.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,9 +11,26 @@ use clap::{Args, Subcommand};
 use crate::output::Failure;
 
 #[derive(Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Run the client daemon:\n  hnsecure client --config client.toml\n\n\
+It listens for HL7Xfer (legacy HNCLIENT.EXE applications) and MLLP (integration engines) as\n\
+client.toml's [listen] says (without [listen]: 127.0.0.1:19430 and 127.0.0.1:2575), carries each\n\
+request through the secure transport, and answers. Prints `ready hl7xfer=ADDR mllp=ADDR` on standard\n\
+output when it listens (`off` for a listener left out); logs go to standard error, one line per\n\
+transaction, never a message body. On SIGINT or SIGTERM it stops accepting, lets running transactions\n\
+finish (listen.shutdown_grace_secs), and exits 0. The keys are described in the README (\"client.toml\")."
+)]
 pub struct ClientArgs {
     #[command(subcommand)]
-    command: ClientCommand,
+    command: Option<ClientCommand>,
+    /// Run the client daemon with this configuration (client.toml).
+    #[arg(long, required = true)]
+    config: Option<PathBuf>,
+    /// Log level: error, warn, info (one line per transaction), debug.
+    #[arg(long, default_value = "info")]
+    log_level: log::LevelFilter,
 }
 
 #[derive(Subcommand)]
@@ -57,9 +75,38 @@ struct RegisterArgs {
 }
 
 pub fn run(args: ClientArgs) -> Result<(), Failure> {
-    match args.command {
-        ClientCommand::Register(r) => register(r),
+    match (args.command, args.config) {
+        (Some(ClientCommand::Register(r)), _) => register(r),
+        (None, Some(config)) => relay(&config, args.log_level),
+        (None, None) => Err(Failure::Usage(
+            "give --config client.toml to run the client daemon, or a subcommand".into(),
+        )),
     }
+}
+
+/// `hnsecure client --config client.toml`: the client daemon, until SIGINT or SIGTERM.
+fn relay(path: &std::path::Path, log_level: log::LevelFilter) -> Result<(), Failure> {
+    crate::daemon::init_log(log_level);
+    let config = hnapi::client::ClientConfig::from_file(path)
+        .map_err(|e| Failure::Input(Some(e.to_string())))?;
+    let runtime =
+        crate::daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
+    runtime.block_on(async {
+        let relay = hnapi::client::daemon::Relay::bind(config)
+            .await
+            .map_err(|e| Failure::Input(Some(e.to_string())))?;
+        let ready = relay.ready_line();
+        log::info!(
+            "client daemon listening: {}",
+            ready.trim_start_matches("ready ")
+        );
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ready}")?;
+        out.flush()?;
+        drop(out);
+        relay.run(crate::daemon::shutdown_signal()).await;
+        Ok(())
+    })
 }
 
 fn register(args: RegisterArgs) -> Result<(), Failure> {
