@@ -25,9 +25,6 @@ pub const START: u8 = 0x0B;
 pub const END: u8 = 0x1C;
 /// Follows [`END`].
 pub const CR: u8 = 0x0D;
-/// The largest message accepted unless configured otherwise: 8 MiB, the secure
-/// transport's default frame limit.
-pub const DEFAULT_MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
 /// Appends `message` framed: `0x0B`, the message, `0x1C 0x0D`.
 ///
