@@ -19,8 +19,13 @@
 //! # facility = "BC0003000"           # MSH-6, when given
 //! # message_type = "R02"             # MSH-9.1, or the whole MSH-9 (`R46^Z26`), when given
 //! destination = "sim"                # the built-in simulator, or "app:NAME": an HNAPI server
-//!                                    # application connected to the gateway that serves NAME
+//!                                    # application connected to the gateway that serves NAME,
+//!                                    # or "mllp://HOST:PORT" / "mllps://HOST:PORT": a receiving system
 //! # timeout_secs = 70                # the destination must answer within this (and the sender's timeout)
+//! # pool_size = 4                    # MLLP: idle connections kept open to the destination
+//! # tls_ca = "receiver-ca.pem"       # mllps: the CA of the receiving system's certificate (required)
+//! # tls_certificate = "gate.pem"     # mllps: the gateway's client certificate, when the receiver asks
+//! # tls_private_key = "gate-key.pem" # mllps: its private key
 //! ```
 
 use std::net::SocketAddr;
@@ -32,6 +37,9 @@ use serde::Deserialize;
 use crate::config::{ConfigError, read_toml, resolve};
 use crate::hl7::Message;
 use crate::transport::DEFAULT_MAX_FRAME;
+
+/// Idle connections kept open to an MLLP destination unless `pool_size` says otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 4;
 
 /// The gateway's configuration.
 #[derive(Clone, Debug)]
@@ -109,6 +117,41 @@ pub enum Destination {
     Sim,
     /// An HNAPI server application connected to the gateway, serving this name.
     App(String),
+    /// A receiving system speaking MLLP, plain or over TLS.
+    Mllp(MllpTarget),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sim => f.write_str("sim"),
+            Self::App(name) => write!(f, "app:{name}"),
+            Self::Mllp(t) => {
+                let scheme = if t.tls.is_some() { "mllps" } else { "mllp" };
+                write!(f, "{scheme}://{}", t.address)
+            }
+        }
+    }
+}
+
+/// An MLLP receiving system.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MllpTarget {
+    /// `HOST:PORT`.
+    pub address: String,
+    /// TLS, for `mllps://`.
+    pub tls: Option<MllpTlsFiles>,
+    /// Idle connections kept open.
+    pub pool_size: usize,
+}
+
+/// The files of an `mllps://` destination.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MllpTlsFiles {
+    /// The CA of the receiving system's certificate (PEM).
+    pub ca: PathBuf,
+    /// The gateway's client certificate and key (PEM), when the receiver asks for one.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 impl Route {
@@ -174,6 +217,10 @@ struct RouteFile {
     message_type: Option<String>,
     destination: String,
     timeout_secs: Option<u64>,
+    pool_size: Option<usize>,
+    tls_ca: Option<PathBuf>,
+    tls_certificate: Option<PathBuf>,
+    tls_private_key: Option<PathBuf>,
 }
 
 impl GateConfig {
@@ -228,21 +275,83 @@ impl GateConfig {
         let mut routes = Vec::with_capacity(file.routes.len());
         for (i, r) in file.routes.into_iter().enumerate() {
             let key = |k: &str| format!("route[{}].{k}", i + 1);
+            let mllp = |address: &str, tls: bool| -> Result<Destination, ConfigError> {
+                let host_port = address
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !host_port {
+                    return Err(ConfigError::invalid(
+                        path,
+                        key("destination"),
+                        format!("{address:?} is not HOST:PORT"),
+                    ));
+                }
+                let tls = if tls {
+                    let Some(ca) = &r.tls_ca else {
+                        return Err(ConfigError::invalid(
+                            path,
+                            key("tls_ca"),
+                            "an mllps:// destination needs the CA of its certificate",
+                        ));
+                    };
+                    let client = match (&r.tls_certificate, &r.tls_private_key) {
+                        (Some(c), Some(k)) => Some((resolve(path, c), resolve(path, k))),
+                        (None, None) => None,
+                        _ => {
+                            return Err(ConfigError::invalid(
+                                path,
+                                key("tls_certificate"),
+                                "give tls_certificate and tls_private_key together",
+                            ));
+                        }
+                    };
+                    Some(MllpTlsFiles {
+                        ca: resolve(path, ca),
+                        client,
+                    })
+                } else {
+                    if r.tls_ca.is_some()
+                        || r.tls_certificate.is_some()
+                        || r.tls_private_key.is_some()
+                    {
+                        return Err(ConfigError::invalid(
+                            path,
+                            key("tls_ca"),
+                            "TLS files are for mllps:// destinations",
+                        ));
+                    }
+                    None
+                };
+                Ok(Destination::Mllp(MllpTarget {
+                    address: address.to_owned(),
+                    tls,
+                    pool_size: r.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
+                }))
+            };
             let destination = match r.destination.as_str() {
                 "sim" => Destination::Sim,
                 app if app.starts_with("app:") && app.len() > 4 => {
                     Destination::App(app[4..].to_owned())
                 }
+                url if url.starts_with("mllp://") => mllp(&url[7..], false)?,
+                url if url.starts_with("mllps://") => mllp(&url[8..], true)?,
                 other => {
                     return Err(ConfigError::invalid(
                         path,
                         key("destination"),
                         format!(
-                            "{other:?} is not a destination this gateway knows; use \"sim\" or \"app:NAME\""
+                            "{other:?} is not a destination this gateway knows; use \"sim\", \"app:NAME\", \"mllp://HOST:PORT\" or \"mllps://HOST:PORT\""
                         ),
                     ));
                 }
             };
+            if r.pool_size.is_some() && !matches!(destination, Destination::Mllp(_)) {
+                return Err(ConfigError::invalid(
+                    path,
+                    key("pool_size"),
+                    "is for mllp:// and mllps:// destinations",
+                ));
+            }
             if r.application.is_empty() {
                 return Err(ConfigError::invalid(
                     path,
@@ -313,11 +422,14 @@ mod tests {
         let (dir, path) = write(&format!(
             "{BASE}[[route]]\napplication = \"RAIRCRD-NW-PRSN\"\nmessage_type = \"R02\"\ndestination = \"sim\"\ntimeout_secs = 5\n\
              [[route]]\napplication = \"HNAPI-DEMO\"\ndestination = \"app:HNAPI-DEMO\"\n\
-             [[route]]\napplication = \"*\"\ndestination = \"sim\"\n"
+             [[route]]\napplication = \"*\"\ndestination = \"sim\"\n\
+             [[route]]\napplication = \"LAB\"\ndestination = \"mllp://receiver.example:2575\"\n\
+             [[route]]\napplication = \"LABS\"\ndestination = \"mllps://10.0.0.7:6661\"\npool_size = 2\n\
+             tls_ca = \"ca.pem\"\ntls_certificate = \"gate.pem\"\ntls_private_key = \"gate-key.pem\"\n"
         ));
         let c = GateConfig::from_file(&path).unwrap();
         assert_eq!(c.gard, dir.join("gard"));
-        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.routes.len(), 5);
         assert_eq!(c.routes[0].timeout, Duration::from_secs(5));
         assert_eq!(
             c.routes[1].destination,
@@ -325,6 +437,26 @@ mod tests {
         );
         assert_eq!(c.routes[2].application, None);
         assert_eq!(c.routes[2].timeout, Duration::from_secs(70));
+        assert_eq!(
+            c.routes[3].destination,
+            Destination::Mllp(MllpTarget {
+                address: "receiver.example:2575".into(),
+                tls: None,
+                pool_size: 4,
+            })
+        );
+        assert_eq!(
+            c.routes[4].destination,
+            Destination::Mllp(MllpTarget {
+                address: "10.0.0.7:6661".into(),
+                tls: Some(MllpTlsFiles {
+                    ca: dir.join("ca.pem"),
+                    client: Some((dir.join("gate.pem"), dir.join("gate-key.pem"))),
+                }),
+                pool_size: 2,
+            })
+        );
+        assert_eq!(c.routes[4].destination.to_string(), "mllps://10.0.0.7:6661");
 
         let r02 = b"MSH|^~\\&|A|F|RAIRCRD-NW-PRSN|BC0003000|1||R02|1|P|2.3\r";
         let r03 = b"MSH|^~\\&|A|F|RAIRCRD-NW-PRSN|BC0003000|1||R03|1|P|2.3\r";
@@ -384,6 +516,32 @@ mod tests {
             (
                 format!("{BASE}idle_timeout_secs = 0\n"),
                 "idle_timeout_secs",
+            ),
+            (
+                format!("{BASE}[[route]]\napplication = \"X\"\ndestination = \"mllps://h:1\"\n"),
+                "route[1].tls_ca",
+            ),
+            (
+                format!("{BASE}[[route]]\napplication = \"X\"\ndestination = \"mllp://h\"\n"),
+                "route[1].destination",
+            ),
+            (
+                format!(
+                    "{BASE}[[route]]\napplication = \"X\"\ndestination = \"mllp://h:1\"\ntls_ca = \"ca.pem\"\n"
+                ),
+                "route[1].tls_ca",
+            ),
+            (
+                format!(
+                    "{BASE}[[route]]\napplication = \"X\"\ndestination = \"mllps://h:1\"\ntls_ca = \"ca.pem\"\ntls_certificate = \"c.pem\"\n"
+                ),
+                "route[1].tls_certificate",
+            ),
+            (
+                format!(
+                    "{BASE}[[route]]\napplication = \"X\"\ndestination = \"sim\"\npool_size = 2\n"
+                ),
+                "route[1].pool_size",
             ),
         ];
         for (text, key) in cases {

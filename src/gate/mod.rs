@@ -12,14 +12,18 @@
 //! | no MSH-6                                   | `VLDT009E`                  |
 //! | no route for MSH-5                         | `HNPS005E` with the name    |
 //! | a reserved type (ZFG, ZFP, ZPN)            | `HNPS006E` with the type    |
-//! | the destination does not answer in time    | `TXFR024E` (2.5.2)          |
+//! | the destination does not answer in time, is unreachable, closes mid-answer, or answers another request | `TXFR024E` (2.5.2) |
+//! | the destination's answer is not HL7        | `VLDT014E`                  |
 #![forbid(unsafe_code)]
 
 mod config;
+mod mllp;
 mod server;
 pub mod sim;
 
-pub use config::{Destination, GateConfig, Limits, Route};
+pub use config::{
+    DEFAULT_POOL_SIZE, Destination, GateConfig, Limits, MllpTarget, MllpTlsFiles, Route,
+};
 pub use server::Gate;
 
 /// Why the gateway could not start.
@@ -34,6 +38,8 @@ pub enum GateError {
     Tls(crate::transport::tls::TlsError),
     /// The listening socket could not be bound.
     Bind(std::net::SocketAddr, std::io::Error),
+    /// A destination cannot be prepared (its TLS files).
+    Destination(String),
 }
 
 impl std::fmt::Display for GateError {
@@ -43,6 +49,7 @@ impl std::fmt::Display for GateError {
             Self::Gard(e) => write!(f, "HNGard: {e}"),
             Self::Tls(e) => write!(f, "{e}"),
             Self::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Self::Destination(e) => write!(f, "{e}"),
         }
     }
 }

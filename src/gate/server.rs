@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::GateError;
 use super::config::{Destination, GateConfig};
+use super::mllp::{MllpDestinations, MllpFailure};
 use super::sim::Simulator;
 use crate::envelope::{self, Direction, MasterKey, ReplayGuard};
 use crate::gard::{AuthError, Gard, Peer, RegisterError, Role};
@@ -41,6 +42,7 @@ struct State {
     config: GateConfig,
     gard: Arc<Gard>,
     sim: Simulator,
+    mllp: MllpDestinations,
     replay: Mutex<ReplayGuard>,
     /// Live authenticated connections by facility, to close them on revocation.
     live: Mutex<HashMap<String, HashMap<u64, watch::Sender<bool>>>>,
@@ -162,6 +164,8 @@ impl Gate {
             .await
             .map_err(|e| GateError::Bind(config.listen, e))?;
         let replay = ReplayGuard::new(config.limits.envelope_window, config.limits.replay_capacity);
+        let mllp = MllpDestinations::new(&config.routes, config.limits.max_frame_bytes)
+            .map_err(GateError::Destination)?;
         Ok(Self {
             listener,
             acceptor: TlsAcceptor::from(server),
@@ -169,6 +173,7 @@ impl Gate {
                 config,
                 gard,
                 sim: Simulator::new(),
+                mllp,
                 replay: Mutex::new(replay),
                 live: Mutex::new(HashMap::new()),
                 apps: Mutex::new(HashMap::new()),
@@ -793,6 +798,27 @@ async fn answer(
             Err(AppFailure::Envelope) => return reject(m, NetworkCode::Txfr029E, None),
             Err(AppFailure::NotHl7) => return reject(m, NetworkCode::Vldt014E, None),
         },
+        Destination::Mllp(target) => {
+            let Some(destination) = state.mllp.get(target) else {
+                log::error!("no pool for destination {}", route.destination);
+                return reject(m, NetworkCode::Txfr024E, None);
+            };
+            let control_id = msg.raw(&Path::new(*b"MSH", 10)).unwrap_or_default();
+            match destination.call(request, control_id, timeout).await {
+                Ok(answer) => Some(answer),
+                Err(MllpFailure::NotHl7) => {
+                    log::warn!(
+                        "{}: answered control={control} with something that is not an HL7 ACK",
+                        destination.name()
+                    );
+                    return reject(m, NetworkCode::Vldt014E, None);
+                }
+                Err(failure) => {
+                    log::warn!("{} for control={control}: {failure}", destination.name());
+                    None
+                }
+            }
+        }
     };
     match delivered {
         Some(answer) => {

@@ -136,6 +136,21 @@ pub fn mllp_server_config(
     Ok(Arc::new(builder.with_single_cert(chain, key)?))
 }
 
+/// The gateway's configuration towards an `mllps://` receiving system: `ca` as the only
+/// root, TLS 1.3 or 1.2, no ALPN, and a client certificate when the receiver asks.
+pub fn mllp_client_config(
+    ca: &[CertificateDer<'static>],
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots(ca)?);
+    Ok(Arc::new(match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    }))
+}
+
 /// A client's configuration: `ca` as the only root, TLS 1.3 only, and the facility's
 /// certificate and key when it has them (registration connects without).
 pub fn client_config(

@@ -1,0 +1,385 @@
+//! MLLP destinations: receiving systems the gateway reaches over MLLP, plain
+//! (`mllp://`) or over TLS (`mllps://`).
+//!
+//! Each destination keeps a small pool of idle connections; a request takes one (or
+//! opens one), writes its frame, and reads one answer within the route's timeout. An
+//! answer is handed to its sender only when its MSA-2 is the request's MSH-10: a late
+//! answer, an answer to another request, or anything unexpected on an idle connection
+//! ends that connection, so no answer can ever reach the wrong sender. A connection that
+//! timed out, broke, or carried a wrong answer is never reused.
+//!
+//! When connecting fails, the destination backs off (250 ms, doubling to 5 s): requests
+//! in that time are answered at once (`TXFR024E` from HNGATE) rather than each waiting
+//! for a connect timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::config::MllpTarget;
+use crate::hl7::{Message, Path};
+use crate::transport::tls;
+use crate::xfer::mllp::{self, MllpReader};
+
+/// A stream to a receiving system, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An idle connection waiting in the pool.
+struct Idle {
+    reader: MllpReader<Box<dyn Io>>,
+    since: Instant,
+}
+
+/// How long a connection may sit idle in the pool before it is closed.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why a destination gave no answer. Each is answered `TXFR024E` by HNGATE, except
+/// `NotHl7`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MllpFailure {
+    /// It could not be reached (or is in its backoff after failing to be).
+    Unreachable(String),
+    /// It did not answer within the timeout.
+    TimedOut,
+    /// The connection broke, or closed before a whole answer.
+    Closed(String),
+    /// It answered another request (MSA-2 is not the request's MSH-10).
+    WrongAnswer {
+        /// The MSA-2 it gave.
+        msa2: String,
+    },
+    /// The answer is not HL7 with an MSA segment.
+    NotHl7,
+}
+
+impl std::fmt::Display for MllpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(why) => write!(f, "unreachable: {why}"),
+            Self::TimedOut => f.write_str("no answer within the route's timeout"),
+            Self::Closed(why) => write!(f, "connection lost before a whole answer: {why}"),
+            Self::WrongAnswer { msa2 } => write!(
+                f,
+                "answered another request (MSA-2 {msa2:?}); connection dropped"
+            ),
+            Self::NotHl7 => f.write_str("answered something that is not an HL7 ACK"),
+        }
+    }
+}
+
+struct Backoff {
+    failures: u32,
+    until: Option<Instant>,
+}
+
+/// One MLLP receiving system, its pool and its backoff.
+pub struct MllpDestination {
+    target: MllpTarget,
+    name: String,
+    tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    max_frame: usize,
+    pool: Mutex<Vec<Idle>>,
+    backoff: Mutex<Backoff>,
+}
+
+impl MllpDestination {
+    /// A destination for `target`, reading its TLS files now (so a mistake stops the
+    /// gateway at start, not at the first request).
+    pub fn new(target: &MllpTarget, max_frame: usize) -> Result<Self, String> {
+        let tls = match &target.tls {
+            None => None,
+            Some(files) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+                };
+                let ca = tls::certificates_from_pem(&read(&files.ca)?)
+                    .map_err(|e| format!("{}: {e}", files.ca.display()))?;
+                let identity = match &files.client {
+                    None => None,
+                    Some((cert, key)) => Some((
+                        tls::certificates_from_pem(&read(cert)?)
+                            .map_err(|e| format!("{}: {e}", cert.display()))?,
+                        tls::private_key_from_pem(&read(key)?)
+                            .map_err(|e| format!("{}: {e}", key.display()))?,
+                    )),
+                };
+                let config = tls::mllp_client_config(&ca, identity).map_err(|e| e.to_string())?;
+                let name = tls::server_name(&target.address).map_err(|e| e.to_string())?;
+                Some((TlsConnector::from(config), name))
+            }
+        };
+        let scheme = if tls.is_some() { "mllps" } else { "mllp" };
+        Ok(Self {
+            name: format!("{scheme}://{}", target.address),
+            target: target.clone(),
+            tls,
+            max_frame,
+            pool: Mutex::new(Vec::new()),
+            backoff: Mutex::new(Backoff {
+                failures: 0,
+                until: None,
+            }),
+        })
+    }
+
+    /// `mllp://HOST:PORT` or `mllps://HOST:PORT`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends `request` (whose MSH-10 is `control_id`) and returns the receiver's answer,
+    /// within `timeout`.
+    pub async fn call(
+        &self,
+        request: &[u8],
+        control_id: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, MllpFailure> {
+        let deadline = Instant::now() + timeout;
+        let mut reader = match self.idle().await {
+            Some(reader) => reader,
+            None => self.connect(deadline).await?,
+        };
+        let mut frame = Vec::with_capacity(request.len() + 3);
+        mllp::encode(request, &mut frame);
+        let exchange = async {
+            reader
+                .get_mut()
+                .write_all(&frame)
+                .await
+                .map_err(|e| MllpFailure::Closed(e.to_string()))?;
+            match reader.next().await {
+                Ok(Some(answer)) => Ok(answer),
+                Ok(None) => Err(MllpFailure::Closed("closed by the receiver".into())),
+                Err(e) => Err(MllpFailure::Closed(e.to_string())),
+            }
+        };
+        let answer = match tokio::time::timeout_at(deadline.into(), exchange).await {
+            Ok(result) => result?,
+            // Dropping the connection here is what keeps the late answer from anyone.
+            Err(_) => return Err(MllpFailure::TimedOut),
+        };
+        let Ok(parsed) = Message::parse(&answer) else {
+            return Err(MllpFailure::NotHl7);
+        };
+        let Some(msa2) = parsed.raw(&Path::new(*b"MSA", 2)).map(<[u8]>::to_vec) else {
+            return Err(MllpFailure::NotHl7);
+        };
+        // MSA-2 may carry components in some systems; the first is the control id.
+        let first = msa2
+            .split(|&b| b == parsed.delimiters().component)
+            .next()
+            .unwrap_or_default();
+        if first != control_id {
+            return Err(MllpFailure::WrongAnswer {
+                msa2: String::from_utf8_lossy(&msa2).into_owned(),
+            });
+        }
+        self.give_back(reader);
+        Ok(answer)
+    }
+
+    /// An idle connection that is still open and quiet, if the pool has one.
+    async fn idle(&self) -> Option<MllpReader<Box<dyn Io>>> {
+        loop {
+            let idle = {
+                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                pool.pop()?
+            };
+            if idle.since.elapsed() > IDLE_LIMIT {
+                continue;
+            }
+            let mut reader = idle.reader;
+            // Anything the receiver sent while the connection was idle — a close, or an
+            // answer nobody waits for any more — disqualifies it. The read is polled once
+            // and abandoned (cancel-safe).
+            match tokio::time::timeout(Duration::ZERO, reader.next()).await {
+                Err(_) => return Some(reader),
+                Ok(Ok(None)) => log::debug!("{}: an idle connection was closed", self.name),
+                Ok(Ok(Some(_))) => log::warn!(
+                    "{}: an unexpected message on an idle connection; connection dropped",
+                    self.name
+                ),
+                Ok(Err(e)) => log::debug!("{}: an idle connection failed: {e}", self.name),
+            }
+        }
+    }
+
+    fn give_back(&self, reader: MllpReader<Box<dyn Io>>) {
+        if !reader.is_between_frames() {
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < self.target.pool_size {
+            pool.push(Idle {
+                reader,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self, deadline: Instant) -> Result<MllpReader<Box<dyn Io>>, MllpFailure> {
+        {
+            let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(until) = backoff.until
+                && Instant::now() < until
+            {
+                return Err(MllpFailure::Unreachable(format!(
+                    "backing off for {} ms after {} failed attempt(s)",
+                    (until - Instant::now()).as_millis(),
+                    backoff.failures
+                )));
+            }
+        }
+        let attempt = async {
+            let tcp = TcpStream::connect(self.target.address.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = tcp.set_nodelay(true);
+            let io: Box<dyn Io> = match &self.tls {
+                None => Box::new(tcp),
+                Some((connector, name)) => Box::new(
+                    connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|e| format!("TLS: {e}"))?,
+                ),
+            };
+            Ok::<_, String>(io)
+        };
+        let outcome = match tokio::time::timeout_at(deadline.into(), attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err("no connection before the timeout".to_owned()),
+        };
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(io) => {
+                if backoff.failures > 0 {
+                    log::info!("{}: reachable again", self.name);
+                }
+                backoff.failures = 0;
+                backoff.until = None;
+                Ok(MllpReader::new(io, self.max_frame))
+            }
+            Err(why) => {
+                backoff.failures = backoff.failures.saturating_add(1);
+                let wait = BACKOFF_FIRST
+                    .saturating_mul(1 << backoff.failures.saturating_sub(1).min(5))
+                    .min(BACKOFF_MAX);
+                backoff.until = Some(Instant::now() + wait);
+                log::warn!(
+                    "{}: cannot connect ({why}); next attempt in {} ms",
+                    self.name,
+                    wait.as_millis()
+                );
+                Err(MllpFailure::Unreachable(why))
+            }
+        }
+    }
+}
+
+/// The MLLP destinations of a configuration, one per distinct target (routes naming the
+/// same target share its pool).
+pub struct MllpDestinations {
+    by_target: Vec<(MllpTarget, Arc<MllpDestination>)>,
+}
+
+impl MllpDestinations {
+    /// Prepares every MLLP destination of `routes`.
+    pub fn new(routes: &[super::Route], max_frame: usize) -> Result<Self, String> {
+        let mut by_target: Vec<(MllpTarget, Arc<MllpDestination>)> = Vec::new();
+        for route in routes {
+            if let super::Destination::Mllp(target) = &route.destination
+                && !by_target.iter().any(|(t, _)| t == target)
+            {
+                let destination = MllpDestination::new(target, max_frame)
+                    .map_err(|e| format!("destination mllp://{}: {e}", target.address))?;
+                by_target.push((target.clone(), Arc::new(destination)));
+            }
+        }
+        Ok(Self { by_target })
+    }
+
+    /// The destination for `target`.
+    pub fn get(&self, target: &MllpTarget) -> Option<&Arc<MllpDestination>> {
+        self.by_target
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, d)| d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::config::MllpTlsFiles;
+
+    #[test]
+    fn a_missing_tls_file_is_named_at_start() {
+        let target = MllpTarget {
+            address: "127.0.0.1:6661".into(),
+            tls: Some(MllpTlsFiles {
+                ca: "/nonexistent/receiver-ca.pem".into(),
+                client: None,
+            }),
+            pool_size: 1,
+        };
+        let e = MllpDestination::new(&target, 1024).err().unwrap();
+        assert!(e.contains("/nonexistent/receiver-ca.pem"), "{e}");
+        let plain = MllpDestination::new(
+            &MllpTarget {
+                tls: None,
+                ..target
+            },
+            1024,
+        )
+        .unwrap();
+        assert_eq!(plain.name(), "mllp://127.0.0.1:6661");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_destination_backs_off() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = MllpDestination::new(
+            &MllpTarget {
+                address: format!("127.0.0.1:{port}"),
+                tls: None,
+                pool_size: 1,
+            },
+            1024,
+        )
+        .unwrap();
+        let first = d
+            .call(
+                b"MSH|^~\\&|A|B|C|D|1||R01|1|P|2.3\r",
+                b"1",
+                Duration::from_secs(1),
+            )
+            .await;
+        assert!(
+            matches!(first, Err(MllpFailure::Unreachable(_))),
+            "{first:?}"
+        );
+        let second = d
+            .call(
+                b"MSH|^~\\&|A|B|C|D|1||R01|2|P|2.3\r",
+                b"2",
+                Duration::from_secs(1),
+            )
+            .await;
+        match second {
+            Err(MllpFailure::Unreachable(why)) => assert!(why.contains("backing off"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
