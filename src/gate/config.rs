@@ -12,7 +12,10 @@
 //! # replay_capacity = 1000000        # nonces remembered within the window
 //! # revocation_poll_ms = 1000        # how often HNGard is asked for revocations
 //! # shutdown_grace_secs = 30         # on SIGINT/SIGTERM, running transactions get this long
+//! # rate_limit_per_sec = 0           # requests a second per facility (0: no limit); beyond, HNPS008E
+//! # rate_limit_burst = 0             # requests allowed at once above the rate (0: twice the rate)
 //! # trace_messages = false           # log message bodies (PHI!) at debug level; troubleshooting only
+//! # metrics = "127.0.0.1:9464"       # Prometheus text format at GET /metrics (keep it local)
 //!
 //! [[route]]                          # the first route that matches wins
 //! application = "RAIRCRD-NW-PRSN"    # MSH-5, or "*" for any
@@ -56,6 +59,8 @@ pub struct GateConfig {
     pub routes: Vec<Route>,
     /// Log message bodies at debug level. They hold PHI: for troubleshooting only.
     pub trace_messages: bool,
+    /// Where the Prometheus metrics are served, when they are.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The gateway's limits and timeouts.
@@ -77,6 +82,10 @@ pub struct Limits {
     pub revocation_poll: Duration,
     /// On shutdown, how long running transactions may take to finish.
     pub shutdown_grace: Duration,
+    /// Requests a second per facility; 0 for no limit.
+    pub rate_limit_per_sec: f64,
+    /// Requests a facility may send at once before the rate applies.
+    pub rate_limit_burst: f64,
 }
 
 impl Default for Limits {
@@ -90,6 +99,8 @@ impl Default for Limits {
             replay_capacity: 1_000_000,
             revocation_poll: Duration::from_millis(1000),
             shutdown_grace: Duration::from_secs(30),
+            rate_limit_per_sec: 0.0,
+            rate_limit_burst: 0.0,
         }
     }
 }
@@ -203,8 +214,11 @@ struct GateFile {
     replay_capacity: Option<usize>,
     revocation_poll_ms: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    rate_limit_per_sec: Option<f64>,
+    rate_limit_burst: Option<f64>,
     #[serde(default)]
     trace_messages: bool,
+    metrics: Option<String>,
     #[serde(default, rename = "route")]
     routes: Vec<RouteFile>,
 }
@@ -271,6 +285,25 @@ impl GateConfig {
                 Some(s) => Duration::from_secs(s),
                 None => d.shutdown_grace,
             },
+            rate_limit_per_sec: match file.rate_limit_per_sec {
+                Some(r) if !(r.is_finite() && r >= 0.0) => {
+                    return Err(invalid(
+                        "rate_limit_per_sec",
+                        "must be 0 (no limit) or more".into(),
+                    ));
+                }
+                Some(r) => r,
+                None => d.rate_limit_per_sec,
+            },
+            rate_limit_burst: 0.0,
+        };
+        let mut limits = limits;
+        limits.rate_limit_burst = match file.rate_limit_burst {
+            Some(b) if !(b.is_finite() && b >= 0.0) => {
+                return Err(invalid("rate_limit_burst", "must be 0 or more".into()));
+            }
+            Some(b) if b > 0.0 => b.max(1.0),
+            _ => (2.0 * limits.rate_limit_per_sec).max(1.0),
         };
         let mut routes = Vec::with_capacity(file.routes.len());
         for (i, r) in file.routes.into_iter().enumerate() {
@@ -383,6 +416,13 @@ impl GateConfig {
                 path.display()
             );
         }
+        let metrics = file
+            .metrics
+            .map(|m| {
+                m.parse::<SocketAddr>()
+                    .map_err(|_| invalid("metrics", format!("{m:?} is not IP:PORT")))
+            })
+            .transpose()?;
         Ok(Self {
             listen,
             gard: resolve(path, &file.gard),
@@ -390,6 +430,7 @@ impl GateConfig {
             limits,
             routes,
             trace_messages: file.trace_messages,
+            metrics,
         })
     }
 

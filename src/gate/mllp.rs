@@ -291,16 +291,26 @@ pub struct MllpDestinations {
 }
 
 impl MllpDestinations {
-    /// Prepares every MLLP destination of `routes`.
-    pub fn new(routes: &[super::Route], max_frame: usize) -> Result<Self, String> {
+    /// Prepares every MLLP destination of `routes`, taking over those of `previous`
+    /// (with their open connections) whose target did not change.
+    pub fn new(
+        routes: &[super::Route],
+        max_frame: usize,
+        previous: Option<&MllpDestinations>,
+    ) -> Result<Self, String> {
         let mut by_target: Vec<(MllpTarget, Arc<MllpDestination>)> = Vec::new();
         for route in routes {
             if let super::Destination::Mllp(target) = &route.destination
                 && !by_target.iter().any(|(t, _)| t == target)
             {
-                let destination = MllpDestination::new(target, max_frame)
-                    .map_err(|e| format!("destination mllp://{}: {e}", target.address))?;
-                by_target.push((target.clone(), Arc::new(destination)));
+                let destination = match previous.and_then(|p| p.get(target)) {
+                    Some(d) if d.max_frame == max_frame => d.clone(),
+                    _ => Arc::new(
+                        MllpDestination::new(target, max_frame)
+                            .map_err(|e| format!("destination {}: {e}", route.destination))?,
+                    ),
+                };
+                by_target.push((target.clone(), destination));
             }
         }
         Ok(Self { by_target })

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod metrics;
 mod mllp;
 mod server;
 pub mod sim;
@@ -24,7 +25,7 @@ pub mod sim;
 pub use config::{
     DEFAULT_POOL_SIZE, Destination, GateConfig, Limits, MllpTarget, MllpTlsFiles, Route,
 };
-pub use server::Gate;
+pub use server::{Gate, Reloader};
 
 /// Why the gateway could not start.
 #[derive(Debug)]

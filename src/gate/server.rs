@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, WriteHalf};
@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::GateError;
 use super::config::{Destination, GateConfig};
+use super::metrics::{Metrics, Refused};
 use super::mllp::{MllpDestinations, MllpFailure};
 use super::sim::Simulator;
 use crate::envelope::{self, Direction, MasterKey, ReplayGuard};
@@ -34,16 +35,21 @@ use crate::transport::{
 pub struct Gate {
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    metrics_listener: Option<TcpListener>,
     state: Arc<State>,
 }
 
 /// What every connection shares.
 struct State {
-    config: GateConfig,
+    /// The configuration in force, replaced whole by [`Gate::reload`]; a connection or a
+    /// transaction takes it once and keeps that snapshot.
+    settings: RwLock<Arc<Settings>>,
     gard: Arc<Gard>,
     sim: Simulator,
-    mllp: MllpDestinations,
     replay: Mutex<ReplayGuard>,
+    /// Per-facility request rate, across reloads.
+    rates: Mutex<HashMap<String, Bucket>>,
+    metrics: Arc<Metrics>,
     /// Live authenticated connections by facility, to close them on revocation.
     live: Mutex<HashMap<String, HashMap<u64, watch::Sender<bool>>>>,
     /// Connected server applications by the application names they serve.
@@ -82,7 +88,46 @@ enum AppFailure {
     NotHl7,
 }
 
+/// A configuration and what is made from it.
+struct Settings {
+    config: GateConfig,
+    mllp: MllpDestinations,
+}
+
+/// A token bucket: `tokens` refill at the configured rate up to the burst.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
 impl State {
+    /// The configuration in force.
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes one request from `facility`'s allowance; false when it is over its rate.
+    fn within_rate(&self, facility: &str, per_sec: f64, burst: f64) -> bool {
+        let now = Instant::now();
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = rates.entry(facility.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * per_sec;
+        bucket.tokens = (bucket.tokens + refill).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// A connected server application for `name`, in turn when there are several.
     fn app(&self, name: &str) -> Option<Arc<AppLink>> {
         let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,17 +209,27 @@ impl Gate {
             .await
             .map_err(|e| GateError::Bind(config.listen, e))?;
         let replay = ReplayGuard::new(config.limits.envelope_window, config.limits.replay_capacity);
-        let mllp = MllpDestinations::new(&config.routes, config.limits.max_frame_bytes)
+        let mllp = MllpDestinations::new(&config.routes, config.limits.max_frame_bytes, None)
             .map_err(GateError::Destination)?;
+        let metrics_listener = match config.metrics {
+            Some(addr) => Some(
+                super::metrics::bind(addr)
+                    .await
+                    .map_err(|e| GateError::Bind(addr, e))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
             acceptor: TlsAcceptor::from(server),
+            metrics_listener,
             state: Arc::new(State {
-                config,
+                metrics: Arc::new(Metrics::default()),
+                settings: RwLock::new(Arc::new(Settings { config, mllp })),
                 gard,
                 sim: Simulator::new(),
-                mllp,
                 replay: Mutex::new(replay),
+                rates: Mutex::new(HashMap::new()),
                 live: Mutex::new(HashMap::new()),
                 apps: Mutex::new(HashMap::new()),
                 next_app: AtomicUsize::new(0),
@@ -184,11 +239,43 @@ impl Gate {
         })
     }
 
+    /// Checks `config` as [`Gate::bind`] would use it — HNGard's directory and its
+    /// gateway certificate, the destinations' TLS files — without listening. Returns a
+    /// summary for people.
+    pub fn check(config: &GateConfig) -> Result<String, GateError> {
+        let gard = Gard::open(&config.gard).map_err(GateError::Gard)?;
+        let material = gard.server_material().map_err(GateError::Gard)?;
+        tls::server_config(material.chain, material.key, &[material.ca]).map_err(GateError::Tls)?;
+        MllpDestinations::new(&config.routes, config.limits.max_frame_bytes, None)
+            .map_err(GateError::Destination)?;
+        let facilities = gard.facilities().map_err(GateError::Gard)?.len();
+        Ok(format!(
+            "listen {}, HNGard {} ({facilities} facilities), {} route(s)",
+            config.listen,
+            config.gard.display(),
+            config.routes.len()
+        ))
+    }
+
     /// The address the gateway listens on (the real port when the configuration said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or(self.state.config.listen)
+            .unwrap_or(self.state.settings().config.listen)
+    }
+
+    /// Where the metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// A handle that replaces the configuration of the running gateway (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: self.state.clone(),
+        }
     }
 
     /// HNGard's directory, as the gateway opened it.
@@ -205,8 +292,11 @@ impl Gate {
         let Self {
             listener,
             acceptor,
+            metrics_listener,
             state,
         } = self;
+        let metrics_server =
+            metrics_listener.map(|l| tokio::spawn(super::metrics::serve(l, state.metrics.clone())));
         let (stop, stopping) = watch::channel(false);
         let watcher = tokio::spawn(watch_revocations(state.clone(), stopping.clone()));
         let mut connections = JoinSet::new();
@@ -220,17 +310,20 @@ impl Gate {
                     Ok((tcp, peer)) => {
                         accept_errors = 0;
                         let count = state.connections.load(Ordering::Relaxed);
-                        if count >= state.config.limits.max_connections {
+                        if count >= state.settings().config.limits.max_connections {
                             log::warn!("connection from {peer} refused: {count} connections already open");
+                            state.metrics.refused(Refused::MaxConnections);
                             continue;
                         }
                         state.connections.fetch_add(1, Ordering::Relaxed);
+                        state.metrics.connected();
                         let state = state.clone();
                         let acceptor = acceptor.clone();
                         let stopping = stopping.clone();
                         connections.spawn(async move {
                             handle_connection(&state, acceptor, tcp, peer, stopping).await;
                             state.connections.fetch_sub(1, Ordering::Relaxed);
+                            state.metrics.disconnected();
                         });
                     }
                     Err(e) => {
@@ -244,12 +337,13 @@ impl Gate {
         }
         drop(listener);
         let open = connections.len();
+        let limits = state.settings().config.limits.clone();
         log::info!(
             "shutting down: no new connections; {open} open, waiting up to {} s",
-            state.config.limits.shutdown_grace.as_secs()
+            limits.shutdown_grace.as_secs()
         );
         let _ = stop.send(true);
-        let grace = state.config.limits.shutdown_grace + Duration::from_secs(1);
+        let grace = limits.shutdown_grace + Duration::from_secs(1);
         let drained = tokio::time::timeout(grace, async {
             while connections.join_next().await.is_some() {}
         })
@@ -262,8 +356,68 @@ impl Gate {
             connections.shutdown().await;
         }
         watcher.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
         log::info!("gateway stopped");
         Ok(())
+    }
+}
+
+/// Replaces a running gateway's configuration (see [`Gate::reloader`]).
+#[derive(Clone)]
+pub struct Reloader {
+    state: Arc<State>,
+}
+
+impl Reloader {
+    /// Puts `config` in force for new connections and transactions, keeping live
+    /// connections and the pools of MLLP destinations that did not change. What cannot
+    /// change while running (`listen`, `gard`, `replay_capacity`) keeps its old value, with
+    /// a warning. A configuration whose destinations cannot be prepared is refused, and
+    /// the old one stays. Returns a summary for the log.
+    pub fn reload(&self, mut config: GateConfig) -> Result<String, GateError> {
+        let old = self.state.settings();
+        let mut kept = Vec::new();
+        if config.listen != old.config.listen {
+            kept.push(format!(
+                "listen stays {} (restart to change it)",
+                old.config.listen
+            ));
+            config.listen = old.config.listen;
+        }
+        if config.gard != old.config.gard {
+            kept.push(format!(
+                "gard stays {} (restart to change it)",
+                old.config.gard.display()
+            ));
+            config.gard = old.config.gard.clone();
+        }
+        if config.limits.replay_capacity != old.config.limits.replay_capacity {
+            kept.push("replay_capacity stays as it was (restart to change it)".to_owned());
+            config.limits.replay_capacity = old.config.limits.replay_capacity;
+        }
+        let mllp = MllpDestinations::new(
+            &config.routes,
+            config.limits.max_frame_bytes,
+            Some(&old.mllp),
+        )
+        .map_err(GateError::Destination)?;
+        let summary = format!(
+            "{} route(s) in force{}",
+            config.routes.len(),
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", kept.join("; "))
+            }
+        );
+        *self
+            .state
+            .settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(Settings { config, mllp });
+        Ok(summary)
     }
 }
 
@@ -275,15 +429,18 @@ async fn handle_connection(
     stopping: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let limits = &state.config.limits;
+    let settings = state.settings();
+    let limits = &settings.config.limits;
     let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             log::info!("TLS handshake with {peer} failed: {e}");
+            state.metrics.refused(Refused::Handshake);
             return;
         }
         Err(_) => {
             log::info!("TLS handshake with {peer} timed out");
+            state.metrics.refused(Refused::Handshake);
             return;
         }
     };
@@ -301,7 +458,8 @@ async fn handle_connection(
 
 /// A connection without a certificate: one registration, then close.
 async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: SocketAddr) {
-    let limits = &state.config.limits;
+    let settings = state.settings();
+    let limits = &settings.config.limits;
     let frame = match tokio::time::timeout(
         limits.handshake_timeout,
         read_frame(&mut stream, limits.max_frame_bytes),
@@ -401,7 +559,8 @@ async fn session(
     address: SocketAddr,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let limits = &state.config.limits;
+    let settings = state.settings();
+    let limits = &settings.config.limits;
     let (reader, writer) = tokio::io::split(stream);
     let mut reader = FrameReader::new(reader, limits.max_frame_bytes);
     let writer = Arc::new(FrameWriter::new(writer));
@@ -412,6 +571,7 @@ async fn session(
         Ok(Ok(peer)) => Arc::new(peer),
         Ok(Err(e)) => {
             log::warn!("connection from {address} refused: {e}");
+            state.metrics.refused(Refused::Certificate);
             let refused = Frame::Refused {
                 id: 0,
                 reason: auth_refusal(&e),
@@ -594,7 +754,7 @@ async fn watch_revocations(state: Arc<State>, mut stopping: watch::Receiver<bool
     let mut seen = None;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(state.config.limits.revocation_poll) => {}
+            () = tokio::time::sleep(state.settings().config.limits.revocation_poll) => {}
             () = until_true(&mut stopping) => return,
         }
         let gard = state.gard.clone();
@@ -634,7 +794,10 @@ async fn transaction(
     sealed: Vec<u8>,
 ) -> Frame {
     let started = Instant::now();
-    let refuse = |reason| Frame::Refused { id, reason };
+    let refuse = |reason| {
+        state.metrics.refused(Refused::Envelope);
+        Frame::Refused { id, reason }
+    };
     match envelope::read_header(&sealed) {
         Ok(h) if h.facility == peer.facility && h.key_id == peer.key.id() => {}
         Ok(_) => {
@@ -681,7 +844,18 @@ async fn transaction(
     }
 
     let client_timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
-    let (answer, outcome) = answer(state, peer, &opened.plaintext, client_timeout).await;
+    let limits = state.settings().config.limits.clone();
+    let (answer, outcome) = if limits.rate_limit_per_sec > 0.0
+        && !state.within_rate(
+            &peer.facility,
+            limits.rate_limit_per_sec,
+            limits.rate_limit_burst,
+        ) {
+        state.metrics.refused(Refused::RateLimit);
+        over_rate(state, &opened.plaintext)
+    } else {
+        answer(state, peer, &opened.plaintext, client_timeout).await
+    };
     let sealed_answer = envelope::seal(
         &peer.key,
         &peer.facility,
@@ -690,9 +864,18 @@ async fn transaction(
         envelope::now_ms(),
         &answer,
     );
+    let summary = Summary::of(&state.settings().config, &opened.plaintext, &answer);
+    state
+        .metrics
+        .transaction(&summary.route, &summary.outcome, started.elapsed());
     log::info!(
-        "facility={} {outcome} in={} out={} ms={}",
+        "facility={} {outcome} route={} destination={} answer={}{}{} in={} out={} ms={}",
         peer.facility,
+        summary.route,
+        summary.destination,
+        summary.outcome,
+        if summary.code.is_empty() { "" } else { " " },
+        summary.code,
         opened.plaintext.len(),
         answer.len(),
         started.elapsed().as_millis()
@@ -712,6 +895,69 @@ async fn transaction(
     }
 }
 
+/// What a transaction was, for the metrics and the audit journal: ids, types, routes
+/// and codes, never content.
+struct Summary {
+    /// The matching route's MSH-5 pattern (`*` for any), `-` when none matched.
+    route: String,
+    /// Where that route leads, `-` when none matched.
+    destination: String,
+    /// MSA-1 of the answer, `-` when it has none.
+    outcome: String,
+    /// The code that starts MSA-3 (`TXFR024E`, `HNHR517E`), when there is one.
+    code: String,
+}
+
+impl Summary {
+    fn of(config: &GateConfig, request: &[u8], answer: &[u8]) -> Self {
+        let route = Message::parse(request)
+            .ok()
+            .and_then(|m| config.route(&m).cloned());
+        let reply = Message::parse(answer).ok();
+        let msa = |n| reply.as_ref().and_then(|m| m.raw(&Path::new(*b"MSA", n)));
+        let code = msa(3)
+            .and_then(|t| t.get(..8))
+            .filter(|c| {
+                c[..4].iter().all(u8::is_ascii_uppercase)
+                    && c[4..7].iter().all(u8::is_ascii_digit)
+                    && c[7].is_ascii_uppercase()
+            })
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        Self {
+            route: route.as_ref().map_or("-".to_owned(), |r| {
+                r.application.clone().unwrap_or("*".into())
+            }),
+            destination: route.map_or("-".to_owned(), |r| r.destination.to_string()),
+            outcome: msa(1)
+                .filter(|v| matches!(*v, b"AA" | b"AE" | b"AR" | b"CA" | b"CE" | b"CR"))
+                .map_or("-".to_owned(), |v| String::from_utf8_lossy(v).into_owned()),
+            code,
+        }
+    }
+}
+
+/// The answer to a request over the facility's rate: HNPS008E, not passed on.
+fn over_rate(state: &State, request: &[u8]) -> (Vec<u8>, String) {
+    let msg = Message::parse(request).ok();
+    let ack = hl7::network_ack(
+        msg.as_ref(),
+        NetworkComponent::Hngate,
+        &state.settings().config.facility,
+        NetworkCode::Hnps008E,
+        None,
+        &hl7::now_pacific(),
+    );
+    let control = msg
+        .as_ref()
+        .map(|m| m.msh(10).text().into_owned())
+        .unwrap_or_default();
+    (
+        ack,
+        format!("control={control} outcome=AR code=HNPS008E (over the rate limit)"),
+    )
+}
+
 /// The answer to one request, and a log summary of it (no PHI: ids, types, codes).
 async fn answer(
     state: &State,
@@ -719,7 +965,8 @@ async fn answer(
     request: &[u8],
     client_timeout: Duration,
 ) -> (Vec<u8>, String) {
-    let config = &state.config;
+    let settings = state.settings();
+    let config = &settings.config;
     if config.trace_messages {
         log::debug!(
             "request from {}: {}",
@@ -760,6 +1007,7 @@ async fn answer(
             peer.facility,
             sending_facility.text()
         );
+        state.metrics.refused(Refused::Msh4);
         return reject(m, NetworkCode::Vldt008E, None);
     }
     if !msg.msh(6).is_present() {
@@ -799,7 +1047,7 @@ async fn answer(
             Err(AppFailure::NotHl7) => return reject(m, NetworkCode::Vldt014E, None),
         },
         Destination::Mllp(target) => {
-            let Some(destination) = state.mllp.get(target) else {
+            let Some(destination) = settings.mllp.get(target) else {
                 log::error!("no pool for destination {}", route.destination);
                 return reject(m, NetworkCode::Txfr024E, None);
             };

@@ -47,6 +47,8 @@ pub enum NetworkCode {
     Hnps006E,
     /// The route's receiving application (an HNAPI server application) is not connected.
     Hnps007E,
+    /// The sending facility is over its request rate at the gateway.
+    Hnps008E,
 }
 
 impl NetworkCode {
@@ -70,6 +72,7 @@ impl NetworkCode {
         Self::Hnps005E,
         Self::Hnps006E,
         Self::Hnps007E,
+        Self::Hnps008E,
     ];
 
     /// The 8-character code, e.g. `"TXFR024E"`.
@@ -195,6 +198,11 @@ impl NetworkCode {
                 "HNPS007E",
                 "Receiving application is not connected",
                 "The route leads to an HNAPI server application that is not connected to the gateway; its name follows the text.",
+            ),
+            Self::Hnps008E => (
+                "HNPS008E",
+                "Too many requests from this facility; try again later",
+                "The facility sent more than the gateway's rate_limit_per_sec (after rate_limit_burst); the request was not passed on.",
             ),
         }
     }

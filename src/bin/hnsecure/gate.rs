@@ -13,7 +13,11 @@ use crate::output::Failure;
 #[command(
     after_help = "The configuration's keys are described in the README (\"gate.toml\").\n\
 Prints `ready gate=ADDR` on standard output when it serves; logs go to standard error.\n\
-On SIGINT or SIGTERM it stops accepting, lets running transactions finish (shutdown_grace_secs), and exits 0."
+On SIGHUP it reads the configuration again and puts routes and limits in force without dropping\n\
+connections; a configuration with a mistake is refused, the reason logged, and the old one kept.\n\
+On SIGINT or SIGTERM it stops accepting, lets running transactions finish (shutdown_grace_secs), and exits 0.\n\
+--check validates the configuration (and HNGard's directory, and the destinations' TLS files), prints\n\
+a summary and exits: 0 when it is usable, 1 when not."
 )]
 pub struct GateArgs {
     /// The gateway's configuration file (gate.toml).
@@ -22,12 +26,20 @@ pub struct GateArgs {
     /// Log level: error, warn, info, debug (debug with trace_messages shows message bodies).
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
+    /// Check the configuration and exit, without serving.
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(args: GateArgs) -> Result<(), Failure> {
     daemon::init_log(args.log_level);
     let config =
         GateConfig::from_file(&args.config).map_err(|e| Failure::Input(Some(e.to_string())))?;
+    if args.check {
+        let summary = Gate::check(&config).map_err(|e| Failure::Input(Some(e.to_string())))?;
+        println!("{} is usable: {summary}", args.config.display());
+        return Ok(());
+    }
     let runtime =
         daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
     runtime.block_on(async {
@@ -36,12 +48,45 @@ pub fn run(args: GateArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Input(Some(e.to_string())))?;
         let addr = gate.local_addr();
         log::info!("gateway listening on {addr}");
+        if let Some(metrics) = gate.metrics_addr() {
+            log::info!("metrics at http://{metrics}/metrics");
+        }
         let mut out = std::io::stdout().lock();
         writeln!(out, "ready gate={addr}")?;
         out.flush()?;
         drop(out);
+        tokio::spawn(reload_on_sighup(gate.reloader(), args.config.clone()));
         gate.run(daemon::shutdown_signal())
             .await
             .map_err(|e| Failure::Input(Some(e.to_string())))
     })
+}
+
+/// On every SIGHUP, reads `path` again and puts it in force; a configuration that
+/// cannot be read or used is refused with its reason, and the running one stays.
+async fn reload_on_sighup(reloader: hnapi::gate::Reloader, path: PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            log::warn!("SIGHUP cannot be watched: reload by restarting");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            log::info!("SIGHUP: reading {} again", path.display());
+            let outcome = GateConfig::from_file(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|config| reloader.reload(config).map_err(|e| e.to_string()));
+            match outcome {
+                Ok(summary) => log::info!("configuration reloaded: {summary}"),
+                Err(e) => {
+                    log::error!("configuration NOT reloaded, the running one stays in force: {e}")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reloader, path);
+    }
 }
