@@ -92,7 +92,8 @@ fn sighup_puts_a_good_configuration_in_force_and_refuses_a_bad_one() {
     let log = system.dir.join("gate2.log");
     std::fs::write(&config, gate_toml(&system.gard_dir(), "", SIM_ROUTE)).unwrap();
     let gate = GateProcess::start(&config, &log);
-    let client = Client::open_file(&system.client_config_with(std::slice::from_ref(&gate.addr))).unwrap();
+    let client =
+        Client::open_file(&system.client_config_with(std::slice::from_ref(&gate.addr))).unwrap();
     let echo = request("HNSIM-ECHO", "R03", "NTE|||hello\r");
     let answer = client.send_receive(&echo, None).unwrap().bytes;
     assert!(
@@ -176,7 +177,8 @@ fn the_rate_limit_answers_hnps008e_and_refills() {
     )
     .unwrap();
     let gate = GateProcess::start(&config, &log);
-    let client = Client::open_file(&system.client_config_with(std::slice::from_ref(&gate.addr))).unwrap();
+    let client =
+        Client::open_file(&system.client_config_with(std::slice::from_ref(&gate.addr))).unwrap();
     let mut refused = 0;
     let mut answered = 0;
     for _ in 0..10 {

@@ -225,6 +225,41 @@ fn a_revoked_facility_is_refused_and_its_connection_closed() {
     }
 }
 
+#[test]
+fn revocation_closes_a_live_idle_connection_within_five_seconds() {
+    let system = System::start("revoked-live");
+    let (mut stream, _) = system.runtime.block_on(raw_session(&system));
+    Gard::open(&system.gard_dir())
+        .unwrap()
+        .revoke(FACILITY)
+        .unwrap();
+    let started = Instant::now();
+    let frames = system.runtime.block_on(async {
+        let mut frames = Vec::new();
+        while let Ok(Ok(Some(frame))) = tokio::time::timeout(
+            Duration::from_secs(5),
+            read_frame(&mut stream, transport::DEFAULT_MAX_FRAME),
+        )
+        .await
+        {
+            frames.push(frame);
+        }
+        frames
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        frames,
+        vec![Frame::Refused {
+            id: 0,
+            reason: Refusal::Revoked
+        }]
+    );
+}
+
 /// A raw connection as the client core makes it, for crafting frames by hand.
 async fn raw_session(system: &System) -> (transport::ClientStream, Credential) {
     let credential = Credential::read(&system.credential()).unwrap();
