@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hnapi::gard::{AuthError, Gard, Status};
+use hnapi::gard::{AuditKind, AuditRecord, AuthError, Gard, Status};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -347,4 +347,207 @@ fn usage_errors_exit_2() {
     // Nothing was added by the refused commands.
     assert!(Gard::open(&dir).unwrap().facilities().unwrap().is_empty());
     assert!(!Path::new(&format!("{d}-other")).exists());
+}
+
+fn audit_record(
+    at: jiff::Timestamp,
+    kind: AuditKind,
+    facility: &str,
+    outcome: &str,
+    code: &str,
+) -> AuditRecord {
+    AuditRecord {
+        at,
+        kind,
+        facility: facility.to_owned(),
+        peer: "192.0.2.7:50123".to_owned(),
+        sending_application: "LABAPP".to_owned(),
+        control_id: format!("CTL{}", at.as_second()),
+        message_type: "R46^Z26".to_owned(),
+        route: "*".to_owned(),
+        destination: "sim".to_owned(),
+        outcome: outcome.to_owned(),
+        code: code.to_owned(),
+        latency_ms: 42,
+        request_bytes: 1024,
+        answer_bytes: 2048,
+        detail: "a note\twith a tab".to_owned(),
+    }
+}
+
+#[test]
+fn audit_prints_the_journal_for_people_and_for_scripts() {
+    let tmp = TempDir::new("audit");
+    let dir = tmp.0.join("gard");
+    ok(&gard(&dir, &["init"]));
+    let gateway = Gard::open(&dir).unwrap();
+    let empty = gard(&dir, &["audit"]);
+    assert_eq!(ok(&empty), "");
+    assert!(stderr(&empty).contains("No audit records match"));
+
+    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap();
+    let hours_ago = |h: i64| now - jiff::SignedDuration::from_hours(h);
+    let records = [
+        audit_record(
+            hours_ago(30),
+            AuditKind::Transaction,
+            "BC00000098",
+            "AA",
+            "",
+        ),
+        audit_record(
+            hours_ago(3),
+            AuditKind::Security,
+            "",
+            "refused",
+            "certificate-refused",
+        ),
+        audit_record(
+            hours_ago(1),
+            AuditKind::Transaction,
+            "BC00000098",
+            "AR",
+            "TXFR024E",
+        ),
+    ];
+    gateway.record_audit(&records).unwrap();
+
+    // For people: aligned columns, Pacific times with their offset, `-` for nothing.
+    let table = ok(&gard(&dir, &["audit"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "TIME",
+            "KIND",
+            "FACILITY",
+            "PEER",
+            "APPLICATION",
+            "CONTROL-ID",
+            "TYPE",
+            "ROUTE",
+            "DESTINATION",
+            "OUTCOME",
+            "CODE",
+            "MS",
+            "REQUEST",
+            "ANSWER",
+            "DETAIL"
+        ]
+    );
+    let pacific = |t: jiff::Timestamp| {
+        t.to_zoned_datetime(hnapi::hl7::pacific().clone())
+            .strftime("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string()
+    };
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            pacific(hours_ago(30)).as_str(),
+            "transaction",
+            "BC00000098",
+            "192.0.2.7:50123",
+            "LABAPP",
+            &format!("CTL{}", hours_ago(30).as_second()),
+            "R46^Z26",
+            "*",
+            "sim",
+            "AA",
+            "-",
+            "42",
+            "1024",
+            "2048",
+            "a",
+            "note",
+            "with",
+            "a",
+            "tab"
+        ]
+    );
+    let cells: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(&cells[1..3], ["security", "-"], "{table}");
+    assert_eq!(&cells[9..11], ["refused", "certificate-refused"], "{table}");
+    for column in ["KIND", "OUTCOME", "DETAIL"] {
+        let at = lines[0].find(column).unwrap();
+        for line in &lines[1..] {
+            assert_eq!(line.as_bytes()[at - 1], b' ', "{column} in {line}");
+            assert_ne!(line.as_bytes()[at], b' ', "{column} in {line}");
+        }
+    }
+
+    // Filters.
+    let count = |args: &[&str]| {
+        let mut all = vec!["audit", "--tsv"];
+        all.extend_from_slice(args);
+        ok(&gard(&dir, &all)).lines().count() - 1
+    };
+    assert_eq!(count(&[]), 3);
+    assert_eq!(count(&["--since", "2h"]), 1);
+    assert_eq!(count(&["--since", "4h"]), 2);
+    assert_eq!(count(&["--since", "2d"]), 3);
+    let since = pacific(hours_ago(3));
+    assert_eq!(count(&["--since", &since]), 2);
+    assert_eq!(count(&["--facility", "BC00000098"]), 2);
+    assert_eq!(count(&["--outcome", "AR"]), 1);
+    assert_eq!(count(&["--outcome", "refused"]), 1);
+    assert_eq!(count(&["--kind", "security"]), 1);
+    assert_eq!(count(&["--kind", "transaction", "--outcome", "AA"]), 1);
+    assert_eq!(count(&["--facility", "BC1"]), 0);
+
+    // For scripts: a header, then one line per record, tabs only between cells.
+    let tsv = ok(&gard(&dir, &["audit", "--tsv", "--limit", "2"]));
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "at\tkind\tfacility\tpeer\tsending_application\tcontrol_id\tmessage_type\troute\t\
+         destination\toutcome\tcode\tlatency_ms\trequest_bytes\tanswer_bytes\tdetail"
+    );
+    assert_eq!(lines.len(), 3, "the newest two: {tsv}");
+    let cells: Vec<&str> = lines[2].split('\t').collect();
+    assert_eq!(cells.len(), 15, "{tsv}");
+    assert_eq!(cells[0], pacific(hours_ago(1)));
+    assert_eq!(
+        cells[1..],
+        [
+            "transaction",
+            "BC00000098",
+            "192.0.2.7:50123",
+            "LABAPP",
+            &format!("CTL{}", hours_ago(1).as_second()),
+            "R46^Z26",
+            "*",
+            "sim",
+            "AR",
+            "TXFR024E",
+            "42",
+            "1024",
+            "2048",
+            "a note\\twith a tab"
+        ]
+    );
+    let cells: Vec<&str> = lines[1].split('\t').collect();
+    assert_eq!((cells[1], cells[2]), ("security", ""));
+
+    // Bad arguments are usage errors and print nothing on standard output.
+    for args in [
+        &["audit", "--since", "yesterday"][..],
+        &["audit", "--since", "-2h"],
+        &["audit", "--outcome", "XX"],
+        &["audit", "--kind", "other"],
+        &["audit", "--limit", "0"],
+        &["audit", "--facility", "bc1"],
+    ] {
+        let o = gard(&dir, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{args:?}");
+    }
+    let o = gard(&dir, &["audit", "--since", "yesterday"]);
+    assert!(
+        stderr(&o).contains("nor a span such as 30m, 2h or 7d"),
+        "{}",
+        stderr(&o)
+    );
 }

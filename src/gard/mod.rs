@@ -8,7 +8,7 @@
 //!
 //! | file | what | mode |
 //! |---|---|---|
-//! | `gard.db` | the SQLite database: facilities, registration codes, envelope keys, the generation counter | 0600 |
+//! | `gard.db` | the SQLite database: facilities, registration codes, envelope keys, the generation counter, the audit journal and the duplicate window | 0600 |
 //! | `ca.pem`, `ca.key` | the directory's CA: ECDSA P-256, 10 years, signs only end certificates | 0644, 0600 |
 //! | `gate.pem`, `gate.key` | the gateway's TLS server certificate, signed by the CA: 2 years, EKU serverAuth, names `localhost`, `127.0.0.1`, `::1` and [`InitOptions::subject_alt_names`] | 0644, 0600 |
 //! | `storage.key` | 32 random bytes that seal the envelope keys in `gard.db` | 0600 |
@@ -42,6 +42,14 @@
 //! Registering again with a new code rotates both: a new certificate (the old one is no
 //! longer accepted) and a new envelope key with the next key id. [`Gard::revoke`] is final.
 //!
+//! # The audit journal and the duplicate window
+//!
+//! The gateway records every transaction and security event in the directory's audit
+//! journal ([`Gard::record_audit`], read with [`Gard::audit`] and `hnsecure gard audit`)
+//! and checks Volume 5's duplicates (2.4.8) against it ([`Gard::check_duplicate`]), so
+//! gateways sharing one directory share one journal and one window. Neither moves the
+//! generation counter. A record never holds a message body.
+//!
 //! # What is stored how
 //!
 //! - Registration codes: SHA-256 over a domain label, the facility id and the normalised
@@ -55,6 +63,7 @@
 //! PostgreSQL directory can serve several gateways later.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod code;
 mod error;
 mod files;
@@ -77,6 +86,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
+pub use audit::{AuditFilter, AuditKind, AuditRecord, DuplicateKey};
 pub use error::{AuthError, GardError, RegisterError};
 pub use sqlite::SqliteStore;
 pub use store::{
@@ -121,7 +131,7 @@ pub enum Status {
     Revoked,
 }
 
-/// A word that names no [`Role`] or [`Status`].
+/// A word that names no [`Role`], [`Status`] or [`AuditKind`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownName {
     kind: &'static str,
@@ -130,7 +140,7 @@ pub struct UnknownName {
 
 impl fmt::Display for UnknownName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} is not a facility {}", self.found, self.kind)
+        write!(f, "{:?} is not {}", self.found, self.kind)
     }
 }
 
@@ -161,7 +171,7 @@ impl FromStr for Role {
             "client" => Ok(Self::Client),
             "server" => Ok(Self::Server),
             _ => Err(UnknownName {
-                kind: "role (client or server)",
+                kind: "a facility role (client or server)",
                 found: s.to_owned(),
             }),
         }
@@ -195,7 +205,7 @@ impl FromStr for Status {
             "active" => Ok(Self::Active),
             "revoked" => Ok(Self::Revoked),
             _ => Err(UnknownName {
-                kind: "status (pending, active or revoked)",
+                kind: "a facility status (pending, active or revoked)",
                 found: s.to_owned(),
             }),
         }
@@ -673,6 +683,35 @@ impl Gard {
         Ok(self.store.revoked()?)
     }
 
+    /// Appends records to the audit journal, all in one transaction. A gateway batches
+    /// them: one call per batch costs about what one record costs.
+    pub fn record_audit(&self, records: &[AuditRecord]) -> Result<(), GardError> {
+        Ok(self.store.append_audit(records)?)
+    }
+
+    /// The audit records the filter selects, oldest first.
+    pub fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, GardError> {
+        Ok(self.store.audit(filter)?)
+    }
+
+    /// Deletes audit rows older than `retention` before now; returns how many.
+    pub fn prune_audit(&self, retention: Duration) -> Result<u64, GardError> {
+        Ok(self.store.prune_audit(ago(Timestamp::now(), retention))?)
+    }
+
+    /// True when `key` was seen within `window` before now (a duplicate, 2.4.8); otherwise
+    /// records it now and returns false. Atomic across processes: when two gateways
+    /// sharing a directory check the same key at once, one of them gets `true`.
+    pub fn check_duplicate(&self, key: &DuplicateKey, window: Duration) -> Result<bool, GardError> {
+        let now = Timestamp::now();
+        Ok(self.store.check_duplicate(key, now, ago(now, window))?)
+    }
+
+    /// Forgets duplicate keys older than `window`; returns how many.
+    pub fn prune_duplicates(&self, window: Duration) -> Result<u64, GardError> {
+        Ok(self.store.prune_duplicates(ago(Timestamp::now(), window))?)
+    }
+
     /// The gateway's certificate chain and key, and the CA for client certificates.
     pub fn server_material(&self) -> Result<ServerMaterial, GardError> {
         let gate_path = self.dir.join(files::GATE_CERT);
@@ -722,6 +761,15 @@ impl Gard {
             }
         })
     }
+}
+
+/// The instant `span` before `now`, or the earliest instant there is when `span` reaches
+/// past it.
+fn ago(now: Timestamp, span: Duration) -> Timestamp {
+    SignedDuration::try_from(span)
+        .ok()
+        .and_then(|span| now.checked_sub(span).ok())
+        .unwrap_or(Timestamp::MIN)
 }
 
 fn read_storage_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, GardError> {

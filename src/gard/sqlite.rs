@@ -13,9 +13,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::types::Type;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::types::{Type, Value};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
+};
 
+use super::audit::{AuditFilter, AuditRecord, DuplicateKey, from_micros, to_db_u64, to_micros};
 use super::store::{
     CodeRecord, Completion, Credential, RegistrationState, SealedKey, Store, StoreError,
 };
@@ -60,15 +63,56 @@ const MIGRATIONS: &[&str] = &[
          value INTEGER NOT NULL
      ) STRICT;
      INSERT INTO generation (only, value) VALUES (1, 0);",
+    // 2: the audit journal and the duplicate window; times in microseconds (UTC).
+    "CREATE TABLE audit (
+         id                  INTEGER PRIMARY KEY,
+         at                  INTEGER NOT NULL,
+         kind                TEXT NOT NULL CHECK (kind IN ('transaction', 'security')),
+         facility            TEXT NOT NULL,
+         peer                TEXT NOT NULL,
+         sending_application TEXT NOT NULL,
+         control_id          TEXT NOT NULL,
+         message_type        TEXT NOT NULL,
+         route               TEXT NOT NULL,
+         destination         TEXT NOT NULL,
+         outcome             TEXT NOT NULL,
+         code                TEXT NOT NULL,
+         latency_ms          INTEGER NOT NULL CHECK (latency_ms >= 0),
+         request_bytes       INTEGER NOT NULL CHECK (request_bytes >= 0),
+         answer_bytes        INTEGER NOT NULL CHECK (answer_bytes >= 0),
+         detail              TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX audit_at ON audit (at);
+     CREATE TABLE duplicates (
+         facility    TEXT NOT NULL,
+         application TEXT NOT NULL,
+         control_id  TEXT NOT NULL,
+         seen_at     INTEGER NOT NULL,
+         PRIMARY KEY (facility, application, control_id)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX duplicates_seen_at ON duplicates (seen_at);",
 ];
+
+const AUDIT_COLUMNS: &str = "at, kind, facility, peer, sending_application, control_id, \
+                             message_type, route, destination, outcome, code, latency_ms, \
+                             request_bytes, answer_bytes, detail";
 
 const FACILITY_COLUMNS: &str = "id, name, role, status, created_at, registered_at, \
                                 cert_serial, cert_not_after, key_id";
 
 /// The directory in one SQLite file.
+///
+/// Two connections: one for the directory (facilities, codes, keys), whose commits are
+/// flushed to disk before they return (`synchronous = FULL`), and one for the audit
+/// journal and the duplicate window, which the gateway writes on every transaction, with
+/// `synchronous = NORMAL`: WAL mode keeps the file consistent either way, and a power
+/// cut may lose the journal's last commits but never corrupts it. The directory's next
+/// commit flushes them too. Two connections also let a gateway's journal writes and its
+/// certificate checks proceed side by side.
 pub struct SqliteStore {
     path: PathBuf,
     connection: Mutex<Connection>,
+    journal: Mutex<Connection>,
 }
 
 impl SqliteStore {
@@ -78,29 +122,44 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let store = Self::connect(path, flags)?;
+        let connection = Self::connect(path, flags)?;
         {
-            let connection = store.lock();
             // WAL is a property of the file: set once here, it holds for every later
             // connection of every process.
             let mode: String = connection
                 .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-                .map_err(|e| store.error(e))?;
+                .map_err(|e| StoreError::new(path.display().to_string(), e))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(StoreError::new(
-                    store.location(),
+                    path.display().to_string(),
                     format!("the file system does not allow WAL mode (journal mode {mode})"),
                 ));
             }
         }
-        store.migrate()?;
-        Ok(store)
+        Self::finish_open(path, connection)
     }
 
     /// Opens the existing database at `path`, bringing its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let store = Self::connect(path, flags)?;
+        let connection = Self::connect(path, flags)?;
+        Self::finish_open(path, connection)
+    }
+
+    /// Migrates through `connection`, then opens the journal's connection.
+    fn finish_open(path: &Path, connection: Connection) -> Result<Self, StoreError> {
+        let journal = Self::connect(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        journal
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| StoreError::new(path.display().to_string(), e))?;
+        let store = Self {
+            path: path.to_owned(),
+            connection: Mutex::new(connection),
+            journal: Mutex::new(journal),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -110,7 +169,7 @@ impl SqliteStore {
         MIGRATIONS.len() as u32
     }
 
-    fn connect(path: &Path, flags: OpenFlags) -> Result<Self, StoreError> {
+    fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
         let location = path.display().to_string();
         let connection = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError::new(location.clone(), e))?;
@@ -118,10 +177,7 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .and_then(|()| connection.pragma_update(None, "foreign_keys", true))
             .map_err(|e| StoreError::new(location, e))?;
-        Ok(Self {
-            path: path.to_owned(),
-            connection: Mutex::new(connection),
-        })
+        Ok(connection)
     }
 
     /// Applies the missing migrations, each in its own transaction.
@@ -165,6 +221,11 @@ impl SqliteStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_journal(&self) -> MutexGuard<'_, Connection> {
+        // As for `lock`.
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
@@ -178,13 +239,25 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<(T, bool)>,
     ) -> Result<T, StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.error(e))?;
-        let (value, commit) = f(&tx).map_err(|e| self.error(e))?;
+        Self::write_on(&mut self.lock(), f).map_err(|e| self.error(e))
+    }
+
+    /// [`SqliteStore::write`] on the journal's connection.
+    fn write_journal<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<(T, bool)>,
+    ) -> Result<T, StoreError> {
+        Self::write_on(&mut self.lock_journal(), f).map_err(|e| self.error(e))
+    }
+
+    fn write_on<T>(
+        connection: &mut Connection,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<(T, bool)>,
+    ) -> rusqlite::Result<T> {
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (value, commit) = f(&tx)?;
         if commit {
-            tx.commit().map_err(|e| self.error(e))?;
+            tx.commit()?;
         }
         Ok(value)
     }
@@ -495,6 +568,156 @@ impl Store for SqliteStore {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|e| self.error(e))
     }
+
+    fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write_journal(|tx| {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO audit ({AUDIT_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            ))?;
+            for r in records {
+                insert.execute(params![
+                    to_micros(r.at),
+                    r.kind.as_str(),
+                    r.facility,
+                    r.peer,
+                    r.sending_application,
+                    r.control_id,
+                    r.message_type,
+                    r.route,
+                    r.destination,
+                    r.outcome,
+                    r.code,
+                    to_db_u64(r.latency_ms),
+                    to_db_u64(r.request_bytes),
+                    to_db_u64(r.answer_bytes),
+                    r.detail,
+                ])?;
+            }
+            Ok(((), true))
+        })
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(since) = filter.since {
+            values.push(Value::Integer(to_micros(since)));
+            conditions.push(format!("at >= ?{}", values.len()));
+        }
+        if let Some(facility) = &filter.facility {
+            values.push(Value::Text(facility.clone()));
+            conditions.push(format!("facility = ?{}", values.len()));
+        }
+        if let Some(outcome) = &filter.outcome {
+            values.push(Value::Text(outcome.clone()));
+            conditions.push(format!("outcome = ?{}", values.len()));
+        }
+        if let Some(kind) = filter.kind {
+            values.push(Value::Text(kind.as_str().to_owned()));
+            conditions.push(format!("kind = ?{}", values.len()));
+        }
+        let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit");
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        match filter.limit {
+            Some(limit) => {
+                values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+                sql.push_str(&format!(
+                    " ORDER BY at DESC, id DESC LIMIT ?{}",
+                    values.len()
+                ));
+            }
+            None => sql.push_str(" ORDER BY at, id"),
+        }
+        let connection = self.lock_journal();
+        let mut statement = connection.prepare(&sql).map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(params_from_iter(values), audit_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        let mut rows = rows.map_err(|e| self.error(e))?;
+        if filter.limit.is_some() {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    fn prune_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.write_journal(|tx| {
+            let deleted = tx.execute("DELETE FROM audit WHERE at < ?1", [to_micros(before)])?;
+            Ok((deleted as u64, true))
+        })
+    }
+
+    fn check_duplicate(
+        &self,
+        key: &DuplicateKey,
+        at: Timestamp,
+        since: Timestamp,
+    ) -> Result<bool, StoreError> {
+        // One statement under the write lock: it inserts the key, or replaces an entry
+        // older than `since`, or changes nothing (a duplicate).
+        self.write_journal(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO duplicates (facility, application, control_id, seen_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (facility, application, control_id)
+                     DO UPDATE SET seen_at = excluded.seen_at WHERE seen_at < ?5",
+                )?
+                .execute(params![
+                    key.facility,
+                    key.application,
+                    key.control_id,
+                    to_micros(at),
+                    to_micros(since),
+                ])?;
+            Ok((changed == 0, changed != 0))
+        })
+    }
+
+    fn prune_duplicates(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.write_journal(|tx| {
+            let deleted = tx.execute(
+                "DELETE FROM duplicates WHERE seen_at < ?1",
+                [to_micros(before)],
+            )?;
+            Ok((deleted as u64, true))
+        })
+    }
+}
+
+fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let count = |index: usize| -> rusqlite::Result<u64> {
+        let n: i64 = row.get(index)?;
+        u64::try_from(n).map_err(|e| conversion_error(index, Type::Integer, e))
+    };
+    let micros: i64 = row.get(0)?;
+    let kind: String = row.get(1)?;
+    Ok(AuditRecord {
+        at: from_micros(micros).map_err(|e| conversion_error(0, Type::Integer, e))?,
+        kind: kind
+            .parse()
+            .map_err(|e| conversion_error(1, Type::Text, e))?,
+        facility: row.get(2)?,
+        peer: row.get(3)?,
+        sending_application: row.get(4)?,
+        control_id: row.get(5)?,
+        message_type: row.get(6)?,
+        route: row.get(7)?,
+        destination: row.get(8)?,
+        outcome: row.get(9)?,
+        code: row.get(10)?,
+        latency_ms: count(11)?,
+        request_bytes: count(12)?,
+        answer_bytes: count(13)?,
+        detail: row.get(14)?,
+    })
 }
 
 #[cfg(test)]
@@ -540,6 +763,38 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn gard_sqlite_migrates_a_first_version_directory() {
+        let dir = TempDir::new("migrate");
+        let path = dir.0.join("gard.db");
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection.execute_batch(MIGRATIONS[0]).unwrap();
+            connection.pragma_update(None, "user_version", 1).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO facilities (id, name, role, status, created_at)
+                     VALUES ('BC1', 'Clinic', 'client', 'pending', 1700000000)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            user_version(&store.lock()).unwrap(),
+            SqliteStore::schema_version()
+        );
+        assert_eq!(store.facilities().unwrap()[0].id, "BC1");
+        let key = DuplicateKey {
+            control_id: "C1".to_owned(),
+            facility: "BC1".to_owned(),
+            application: "APP".to_owned(),
+        };
+        let now = Timestamp::now();
+        assert!(!store.check_duplicate(&key, now, now).unwrap());
+        assert!(store.check_duplicate(&key, now, now).unwrap());
     }
 
     #[test]

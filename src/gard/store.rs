@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use jiff::Timestamp;
 
+use super::audit::{AuditFilter, AuditRecord, DuplicateKey};
 use super::{Facility, Role, Status};
 
 /// A registration code as stored: the hash of the code, never the code.
@@ -124,9 +125,10 @@ impl Error for StoreError {
     }
 }
 
-/// The directory's storage. Every method is one atomic operation; every change also
-/// increases the generation counter, so that a gateway polling [`Store::generation`]
-/// notices changes made by another process.
+/// The directory's storage. Every method is one atomic operation; every change to the
+/// facilities and their codes also increases the generation counter, so that a gateway
+/// polling [`Store::generation`] notices changes made by another process. The audit
+/// journal and the duplicate window are kept beside them and do not move the counter.
 pub trait Store: Send + Sync {
     /// Records a new facility with its first code; `false` (and no change) when the id
     /// is taken.
@@ -164,4 +166,28 @@ pub trait Store: Send + Sync {
 
     /// The ids of the revoked facilities, ordered.
     fn revoked(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Appends audit records, all in one transaction.
+    fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+
+    /// The audit records the filter selects, oldest first (ties in the order appended);
+    /// with [`AuditFilter::limit`], the newest that many of them.
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Deletes the audit records from before `before`; returns how many.
+    fn prune_audit(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Atomically: if `key` was recorded at or after `since`, returns `true` (a duplicate)
+    /// and changes nothing; otherwise records it at `at` (replacing an older entry) and
+    /// returns `false`. Safe when two processes race on the same key: exactly one of them
+    /// gets `false`.
+    fn check_duplicate(
+        &self,
+        key: &DuplicateKey,
+        at: Timestamp,
+        since: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets the duplicate keys recorded before `before`; returns how many.
+    fn prune_duplicates(&self, before: Timestamp) -> Result<u64, StoreError>;
 }

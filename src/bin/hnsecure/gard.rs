@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use hnapi::gard::{
-    self, CodeInfo, DIRECTORY_FILES, Facility, Gard, GardError, InitOptions, Role, Status,
+    self, AuditFilter, AuditKind, AuditRecord, CodeInfo, DIRECTORY_FILES, Facility, Gard,
+    GardError, InitOptions, Role, Status,
 };
-use jiff::Timestamp;
+use hnapi::hl7::pacific;
+use jiff::{Span, Timestamp, ZonedDateTime};
 
 use crate::output::Failure;
 
@@ -81,6 +83,50 @@ enum GardCommand {
         #[arg(value_parser = parse_id)]
         id: String,
     },
+    /// Print the gateway's audit journal, oldest first: transactions and security events
+    /// (never a message body). Times are in Pacific time.
+    #[command(after_help = "Examples:\n  \
+        hnsecure gard audit --since 2h --outcome AR\n  \
+        hnsecure gard audit --since 2026-11-23T10:00:00-08:00 --facility BC00000098 --tsv")]
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// Only records from this time on: a time such as 2026-11-23T10:00:00-08:00 (without an
+    /// offset it is Pacific time), or a span back from now such as 30m, 2h or 7d.
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    since: Option<Timestamp>,
+    /// Only records of this facility.
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    facility: Option<String>,
+    /// Only records with this outcome: the answer's MSA-1, or refused for security events.
+    #[arg(long, value_parser = ["AA", "AE", "AR", "refused"])]
+    outcome: Option<String>,
+    /// Only transactions or only security events.
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+    /// Only the newest N records.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    limit: Option<u32>,
+    /// Tab-separated lines with a header, for scripts (times to the microsecond).
+    #[arg(long)]
+    tsv: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Transaction,
+    Security,
+}
+
+impl From<KindArg> for AuditKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::Transaction => AuditKind::Transaction,
+            KindArg::Security => AuditKind::Security,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -102,6 +148,36 @@ fn parse_id(s: &str) -> Result<String, String> {
     gard::check_facility_id(s)
         .map(|()| s.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// `--since`: a time with an offset (RFC 3339 / ISO 8601), a date or date and time in
+/// Pacific time, or a span back from now (`30m`, `2h`, `7d`, `1d 12h`, `P7D`). Days are
+/// calendar days in Pacific time.
+fn parse_since(s: &str) -> Result<Timestamp, String> {
+    let s = s.trim();
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(civil) = s.parse::<jiff::civil::DateTime>() {
+        return civil
+            .to_zoned_datetime(pacific().clone())
+            .map(|z| z.timestamp())
+            .map_err(|e| format!("{s:?} is not a time in Pacific time: {e}"));
+    }
+    match s.parse::<Span>() {
+        Ok(span) if span.is_negative() => Err(format!(
+            "{s:?} is a negative span; give how far back to go, such as 2h"
+        )),
+        Ok(span) => ZonedDateTime::now()
+            .with_time_zone(pacific().clone())
+            .checked_sub(span)
+            .map(|z| z.timestamp())
+            .map_err(|e| format!("{s:?} reaches too far back: {e}")),
+        Err(_) => Err(format!(
+            "{s:?} is neither a time such as 2026-11-23T10:00:00-08:00 \
+             nor a span such as 30m, 2h or 7d"
+        )),
+    }
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
@@ -136,6 +212,7 @@ pub fn run(args: GardArgs) -> Result<(), Failure> {
         GardCommand::List => list(&open(&dir)?, &mut out),
         GardCommand::Show { id } => show(&open(&dir)?, &id, &mut out),
         GardCommand::Revoke { id } => revoke(&open(&dir)?, &id, &mut out),
+        GardCommand::Audit(args) => audit(&open(&dir)?, args, &mut out),
     }?;
     out.flush()?;
     Ok(())
@@ -318,29 +395,38 @@ fn list(gard: &Gard, out: &mut impl Write) -> Result<(), Failure> {
             ]
         })
         .collect();
+    write_table(out, &header, &rows)?;
+    Ok(())
+}
+
+/// Writes `rows` under `header` in aligned columns, two spaces apart; the last column is
+/// not padded.
+fn write_table<const N: usize>(
+    out: &mut impl Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
     let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |out: &mut dyn Write, cells: &[&str]| -> io::Result<()> {
+    let mut line = |cells: &[&str]| -> io::Result<()> {
         let mut text = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(cell);
+            text.push_str(cell);
+            if i + 1 < cells.len() {
                 let pad = width - cell.chars().count() + 2;
                 text.extend(std::iter::repeat_n(' ', pad));
             }
         }
         writeln!(out, "{text}")
     };
-    line(out, &header)?;
-    for row in &rows {
+    line(header)?;
+    for row in rows {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(out, &cells)?;
+        line(&cells)?;
     }
     Ok(())
 }
@@ -429,4 +515,172 @@ fn revoke(gard: &Gard, id: &str, out: &mut impl Write) -> Result<(), Failure> {
         "a running gateway closes its live connections when it sees the change."
     )?;
     Ok(())
+}
+
+/// The header of `audit --tsv`: the names of [`AuditRecord`]'s fields.
+const AUDIT_TSV_HEADER: [&str; 15] = [
+    "at",
+    "kind",
+    "facility",
+    "peer",
+    "sending_application",
+    "control_id",
+    "message_type",
+    "route",
+    "destination",
+    "outcome",
+    "code",
+    "latency_ms",
+    "request_bytes",
+    "answer_bytes",
+    "detail",
+];
+
+fn audit(gard: &Gard, args: AuditArgs, out: &mut impl Write) -> Result<(), Failure> {
+    let filter = AuditFilter {
+        since: args.since,
+        facility: args.facility,
+        outcome: args.outcome,
+        kind: args.kind.map(AuditKind::from),
+        limit: args.limit.map(|n| n as usize),
+    };
+    let records = gard.audit(&filter).map_err(failure)?;
+    if args.tsv {
+        writeln!(out, "{}", AUDIT_TSV_HEADER.join("\t"))?;
+        for r in &records {
+            let at =
+                r.at.to_zoned_datetime(pacific().clone())
+                    .strftime("%Y-%m-%dT%H:%M:%S%.f%:z")
+                    .to_string();
+            let cells = audit_cells(r, at);
+            let cells: Vec<String> = cells.iter().map(|c| tsv_escape(c)).collect();
+            writeln!(out, "{}", cells.join("\t"))?;
+        }
+        return Ok(());
+    }
+    if records.is_empty() {
+        eprintln!("No audit records match.");
+        return Ok(());
+    }
+    let header = [
+        "TIME",
+        "KIND",
+        "FACILITY",
+        "PEER",
+        "APPLICATION",
+        "CONTROL-ID",
+        "TYPE",
+        "ROUTE",
+        "DESTINATION",
+        "OUTCOME",
+        "CODE",
+        "MS",
+        "REQUEST",
+        "ANSWER",
+        "DETAIL",
+    ];
+    let rows: Vec<[String; 15]> = records
+        .iter()
+        .map(|r| {
+            let at =
+                r.at.to_zoned_datetime(pacific().clone())
+                    .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string();
+            // Cells for people: one line each, `-` for nothing.
+            audit_cells(r, at).map(|cell| {
+                let cell: String = cell
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                if cell.is_empty() {
+                    "-".to_owned()
+                } else {
+                    cell
+                }
+            })
+        })
+        .collect();
+    write_table(out, &header, &rows)?;
+    Ok(())
+}
+
+/// The cells of one audit record, in the order of [`AUDIT_TSV_HEADER`], with its time
+/// already written.
+fn audit_cells(r: &AuditRecord, at: String) -> [String; 15] {
+    [
+        at,
+        r.kind.to_string(),
+        r.facility.clone(),
+        r.peer.clone(),
+        r.sending_application.clone(),
+        r.control_id.clone(),
+        r.message_type.clone(),
+        r.route.clone(),
+        r.destination.clone(),
+        r.outcome.clone(),
+        r.code.clone(),
+        r.latency_ms.to_string(),
+        r.request_bytes.to_string(),
+        r.answer_bytes.to_string(),
+        r.detail.clone(),
+    ]
+}
+
+/// A TSV cell: backslash, tab, line feed and carriage return escaped as `\\`, `\t`, `\n`
+/// and `\r`, so that a cell never splits a line or a column.
+fn tsv_escape(cell: &str) -> String {
+    let mut text = String::with_capacity(cell.len());
+    for c in cell.chars() {
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '\t' => text.push_str("\\t"),
+            '\n' => text.push_str("\\n"),
+            '\r' => text.push_str("\\r"),
+            c => text.push(c),
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_times_and_spans() {
+        let t = parse_since("2026-11-23T10:00:00-08:00").unwrap();
+        assert_eq!(t, "2026-11-23T18:00:00Z".parse::<Timestamp>().unwrap());
+        let civil = parse_since("2026-11-23T10:00").unwrap();
+        let expected = "2026-11-23T10:00"
+            .parse::<jiff::civil::DateTime>()
+            .unwrap()
+            .to_zoned_datetime(pacific().clone())
+            .unwrap()
+            .timestamp();
+        assert_eq!(civil, expected);
+        let now = Timestamp::now();
+        for (text, seconds, slack) in [
+            ("30m", 1800, 5),
+            ("2h", 7200, 5),
+            ("1d 2h", 26 * 3600, 3605),
+        ] {
+            // A calendar day is 23 to 25 hours in Pacific time.
+            let back = now.as_second() - parse_since(text).unwrap().as_second();
+            assert!((back - seconds).abs() <= slack, "{text}: {back}");
+        }
+        let week = now.as_second() - parse_since("7d").unwrap().as_second();
+        assert!(
+            (7 * 86400 - 3600..=7 * 86400 + 3600).contains(&week),
+            "{week}"
+        );
+        for bad in ["", "2", "yesterday", "-2h", "2026-13-01"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tsv_cells_never_split() {
+        assert_eq!(tsv_escape("a\tb\nc\rd\\e"), "a\\tb\\nc\\rd\\\\e");
+        assert_eq!(tsv_escape("plain é"), "plain é");
+    }
 }
