@@ -16,6 +16,7 @@
 //! # rate_limit_burst = 0             # requests allowed at once above the rate (0: twice the rate)
 //! # trace_messages = false           # log message bodies (PHI!) at debug level; troubleshooting only
 //! # metrics = "127.0.0.1:9464"       # Prometheus text format at GET /metrics (keep it local)
+//! # audit_retention_days = 365       # audit rows older than this are deleted (0: kept for ever)
 //!
 //! [[route]]                          # the first route that matches wins
 //! application = "RAIRCRD-NW-PRSN"    # MSH-5, or "*" for any
@@ -25,6 +26,8 @@
 //!                                    # application connected to the gateway that serves NAME,
 //!                                    # or "mllp://HOST:PORT" / "mllps://HOST:PORT": a receiving system
 //! # timeout_secs = 70                # the destination must answer within this (and the sender's timeout)
+//! # duplicate_window_secs = 0        # > 0: a request whose MSH-10, MSH-4 and MSH-3 were seen within
+//! #                                  # this long is answered AE HNPS009E, not passed on (2.4.8)
 //! # pool_size = 4                    # MLLP: idle connections kept open to the destination
 //! # tls_ca = "receiver-ca.pem"       # mllps: the CA of the receiving system's certificate (required)
 //! # tls_certificate = "gate.pem"     # mllps: the gateway's client certificate, when the receiver asks
@@ -40,6 +43,9 @@ use serde::Deserialize;
 use crate::config::{ConfigError, read_toml, resolve};
 use crate::hl7::Message;
 use crate::transport::DEFAULT_MAX_FRAME;
+
+/// How long audit rows are kept unless `audit_retention_days` says otherwise.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 365;
 
 /// Idle connections kept open to an MLLP destination unless `pool_size` says otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 4;
@@ -61,6 +67,8 @@ pub struct GateConfig {
     pub trace_messages: bool,
     /// Where the Prometheus metrics are served, when they are.
     pub metrics: Option<SocketAddr>,
+    /// Audit rows older than this are deleted; `None` keeps them for ever.
+    pub audit_retention: Option<Duration>,
 }
 
 /// The gateway's limits and timeouts.
@@ -118,6 +126,8 @@ pub struct Route {
     pub destination: Destination,
     /// How long the destination may take.
     pub timeout: Duration,
+    /// When set, requests seen again within this long are answered as duplicates.
+    pub duplicate_window: Option<Duration>,
 }
 
 /// A receiving system.
@@ -219,6 +229,7 @@ struct GateFile {
     #[serde(default)]
     trace_messages: bool,
     metrics: Option<String>,
+    audit_retention_days: Option<u64>,
     #[serde(default, rename = "route")]
     routes: Vec<RouteFile>,
 }
@@ -231,6 +242,7 @@ struct RouteFile {
     message_type: Option<String>,
     destination: String,
     timeout_secs: Option<u64>,
+    duplicate_window_secs: Option<u64>,
     pool_size: Option<usize>,
     tls_ca: Option<PathBuf>,
     tls_certificate: Option<PathBuf>,
@@ -408,6 +420,10 @@ impl GateConfig {
                     Some(s) => Duration::from_secs(s),
                     None => crate::client::DEFAULT_TIMEOUT,
                 },
+                duplicate_window: r
+                    .duplicate_window_secs
+                    .filter(|&s| s > 0)
+                    .map(Duration::from_secs),
             });
         }
         if routes.is_empty() {
@@ -431,6 +447,11 @@ impl GateConfig {
             routes,
             trace_messages: file.trace_messages,
             metrics,
+            audit_retention: match file.audit_retention_days {
+                Some(0) => None,
+                Some(days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
+                None => Some(Duration::from_secs(DEFAULT_AUDIT_RETENTION_DAYS * 86_400)),
+            },
         })
     }
 
@@ -516,6 +537,7 @@ mod tests {
             message_type: Some("R46^Z26".into()),
             destination: Destination::Sim,
             timeout: Duration::from_secs(1),
+            duplicate_window: None,
         };
         let matches = |s: &str| route.matches(&Message::parse(s.as_bytes()).unwrap());
         assert!(matches(

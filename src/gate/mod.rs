@@ -16,6 +16,7 @@
 //! | the destination's answer is not HL7        | `VLDT014E`                  |
 #![forbid(unsafe_code)]
 
+mod audit;
 mod config;
 pub mod metrics;
 mod mllp;

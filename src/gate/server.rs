@@ -20,12 +20,13 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::GateError;
+use super::audit::AuditWriter;
 use super::config::{Destination, GateConfig};
 use super::metrics::{Metrics, Refused};
 use super::mllp::{MllpDestinations, MllpFailure};
 use super::sim::Simulator;
 use crate::envelope::{self, Direction, MasterKey, ReplayGuard};
-use crate::gard::{AuthError, Gard, Peer, RegisterError, Role};
+use crate::gard::{AuthError, DuplicateKey, Gard, Peer, RegisterError, Role};
 use crate::hl7::{self, Message, NetworkCode, NetworkComponent, ParseError, Path};
 use crate::transport::{
     Frame, FrameError, FrameReader, FrameWriter, Refusal, ServerStream, read_frame, tls, until_true,
@@ -50,6 +51,7 @@ struct State {
     /// Per-facility request rate, across reloads.
     rates: Mutex<HashMap<String, Bucket>>,
     metrics: Arc<Metrics>,
+    audit: AuditWriter,
     /// Live authenticated connections by facility, to close them on revocation.
     live: Mutex<HashMap<String, HashMap<u64, watch::Sender<bool>>>>,
     /// Connected server applications by the application names they serve.
@@ -225,6 +227,9 @@ impl Gate {
             metrics_listener,
             state: Arc::new(State {
                 metrics: Arc::new(Metrics::default()),
+                audit: AuditWriter::start(gard.clone()).map_err(|e| {
+                    GateError::Destination(format!("cannot start the audit writer: {e}"))
+                })?,
                 settings: RwLock::new(Arc::new(Settings { config, mllp })),
                 gard,
                 sim: Simulator::new(),
@@ -299,6 +304,7 @@ impl Gate {
             metrics_listener.map(|l| tokio::spawn(super::metrics::serve(l, state.metrics.clone())));
         let (stop, stopping) = watch::channel(false);
         let watcher = tokio::spawn(watch_revocations(state.clone(), stopping.clone()));
+        let upkeep = tokio::spawn(maintain(state.clone(), stopping.clone()));
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         let mut accept_errors = 0u32;
@@ -356,6 +362,10 @@ impl Gate {
             connections.shutdown().await;
         }
         watcher.abort();
+        upkeep.abort();
+        let flushing = state.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || flushing.audit.flush(Duration::from_secs(5))).await;
         if let Some(m) = metrics_server {
             m.abort();
         }
@@ -572,6 +582,14 @@ async fn session(
         Ok(Err(e)) => {
             log::warn!("connection from {address} refused: {e}");
             state.metrics.refused(Refused::Certificate);
+            let code = match e {
+                AuthError::Revoked => "revoked",
+                AuthError::Expired => "expired",
+                _ => "certificate-refused",
+            };
+            state
+                .audit
+                .security("", &address.to_string(), code, e.to_string());
             let refused = Frame::Refused {
                 id: 0,
                 reason: auth_refusal(&e),
@@ -609,6 +627,12 @@ async fn session(
                 transactions.abort_all();
                 let _ = writer.send(&Frame::Refused { id: 0, reason: Refusal::Revoked }).await;
                 end = "facility revoked";
+                state.audit.security(
+                    &peer.facility,
+                    &address.to_string(),
+                    "revoked",
+                    "live connection closed on revocation".into(),
+                );
                 break;
             }
             () = until_true(&mut stopping) => { end = "gateway shutting down"; break; }
@@ -624,7 +648,8 @@ async fn session(
                 let peer = peer.clone();
                 let writer = writer.clone();
                 let mut work = Box::pin(async move {
-                    let answer = transaction(&state, &peer, id, timeout_ms, envelope).await;
+                    let answer =
+                        transaction(&state, &peer, address, id, timeout_ms, envelope).await;
                     let _ = writer.send(&answer).await;
                 });
                 // Alone on the connection — nothing running, nothing else waiting to be
@@ -785,17 +810,62 @@ async fn watch_revocations(state: Arc<State>, mut stopping: watch::Receiver<bool
     }
 }
 
+/// Every minute (and at start): deletes audit rows past their retention and duplicate
+/// keys past the longest duplicate window, so that both stay bounded.
+async fn maintain(state: Arc<State>, mut stopping: watch::Receiver<bool>) {
+    loop {
+        let config = state.settings().config.clone();
+        let gard = state.gard.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(retention) = config.audit_retention {
+                match gard.prune_audit(retention) {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("audit: {n} row(s) past retention deleted"),
+                    Err(e) => log::error!("audit: pruning failed: {e}"),
+                }
+            }
+            let window = config
+                .routes
+                .iter()
+                .filter_map(|r| r.duplicate_window)
+                .max();
+            if let Some(window) = window
+                && let Err(e) = gard.prune_duplicates(window)
+            {
+                log::error!("duplicate window: pruning failed: {e}");
+            }
+        })
+        .await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = until_true(&mut stopping) => return,
+        }
+    }
+}
+
 /// One transaction: open the envelope, answer the request, seal the answer.
 async fn transaction(
     state: &State,
     peer: &Peer,
+    address: SocketAddr,
     id: u64,
     timeout_ms: u32,
     sealed: Vec<u8>,
 ) -> Frame {
     let started = Instant::now();
-    let refuse = |reason| {
+    let refuse = |reason: Refusal| {
         state.metrics.refused(Refused::Envelope);
+        let code = if reason == Refusal::Replayed {
+            "replay"
+        } else {
+            "bad-envelope"
+        };
+        state.audit.security(
+            &peer.facility,
+            &address.to_string(),
+            code,
+            format!("envelope refused: {reason}"),
+        );
         Frame::Refused { id, reason }
     };
     match envelope::read_header(&sealed) {
@@ -865,9 +935,45 @@ async fn transaction(
         &answer,
     );
     let summary = Summary::of(&state.settings().config, &opened.plaintext, &answer);
+    let latency = started.elapsed();
     state
         .metrics
-        .transaction(&summary.route, &summary.outcome, started.elapsed());
+        .transaction(&summary.route, &summary.outcome, latency);
+    let blank = |v: &str| {
+        if v == "-" {
+            String::new()
+        } else {
+            v.to_owned()
+        }
+    };
+    if summary.code == "VLDT008E" && summary.from_hngate {
+        state.audit.security(
+            &peer.facility,
+            &address.to_string(),
+            "msh4-mismatch",
+            format!(
+                "MSH-4 is not the certificate's facility (control id {})",
+                summary.control_id
+            ),
+        );
+    }
+    state.audit.record(crate::gard::AuditRecord {
+        at: jiff::Timestamp::now(),
+        kind: crate::gard::AuditKind::Transaction,
+        facility: peer.facility.clone(),
+        peer: address.to_string(),
+        sending_application: summary.sending_application.clone(),
+        control_id: summary.control_id.clone(),
+        message_type: summary.message_type.clone(),
+        route: blank(&summary.route),
+        destination: blank(&summary.destination),
+        outcome: blank(&summary.outcome),
+        code: summary.code.clone(),
+        latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        request_bytes: opened.plaintext.len() as u64,
+        answer_bytes: answer.len() as u64,
+        detail: String::new(),
+    });
     log::info!(
         "facility={} {outcome} route={} destination={} answer={}{}{} in={} out={} ms={}",
         peer.facility,
@@ -906,13 +1012,25 @@ struct Summary {
     outcome: String,
     /// The code that starts MSA-3 (`TXFR024E`, `HNHR517E`), when there is one.
     code: String,
+    /// The answer is the gateway's own.
+    from_hngate: bool,
+    /// MSH-3, MSH-10 and MSH-9 of the request, as written (at most 64 bytes each).
+    sending_application: String,
+    control_id: String,
+    message_type: String,
 }
 
 impl Summary {
     fn of(config: &GateConfig, request: &[u8], answer: &[u8]) -> Self {
-        let route = Message::parse(request)
-            .ok()
-            .and_then(|m| config.route(&m).cloned());
+        let parsed = Message::parse(request).ok();
+        let route = parsed.as_ref().and_then(|m| config.route(m).cloned());
+        let msh = |n| {
+            parsed
+                .as_ref()
+                .and_then(|m| m.raw(&Path::new(*b"MSH", n)))
+                .map(|v| String::from_utf8_lossy(&v[..v.len().min(64)]).into_owned())
+                .unwrap_or_default()
+        };
         let reply = Message::parse(answer).ok();
         let msa = |n| reply.as_ref().and_then(|m| m.raw(&Path::new(*b"MSA", n)));
         let code = msa(3)
@@ -933,6 +1051,13 @@ impl Summary {
                 .filter(|v| matches!(*v, b"AA" | b"AE" | b"AR" | b"CA" | b"CE" | b"CR"))
                 .map_or("-".to_owned(), |v| String::from_utf8_lossy(v).into_owned()),
             code,
+            from_hngate: reply
+                .as_ref()
+                .and_then(|m| m.raw(&Path::new(*b"MSH", 3)))
+                .is_some_and(|v| v == b"HNGATE"),
+            sending_application: msh(3),
+            control_id: msh(10),
+            message_type: msh(9),
         }
     }
 }
@@ -1023,6 +1148,41 @@ async fn answer(
             NetworkCode::Hnps006E,
             Some(&String::from_utf8_lossy(&reserved)),
         );
+    }
+    if let Some(window) = route.duplicate_window {
+        let key = DuplicateKey {
+            control_id: msg.msh(10).text().into_owned(),
+            facility: msg.msh(4).text().into_owned(),
+            application: msg.msh(3).text().into_owned(),
+        };
+        let gard = state.gard.clone();
+        let seen = tokio::task::spawn_blocking(move || gard.check_duplicate(&key, window)).await;
+        match seen {
+            Ok(Ok(true)) => {
+                state.metrics.refused(Refused::Duplicate);
+                let ack = hl7::network_ack_as(
+                    m,
+                    NetworkComponent::Hngate,
+                    &config.facility,
+                    hl7::AckCode::Error,
+                    NetworkCode::Hnps009E,
+                    None,
+                    &hl7::now_pacific(),
+                );
+                let control = msg.msh(10).text().into_owned();
+                return (
+                    ack,
+                    format!(
+                        "control={control} app={application} outcome=AE code=HNPS009E (duplicate)"
+                    ),
+                );
+            }
+            Ok(Ok(false)) => {}
+            // The duplicate window is a safeguard, not the transaction: when the
+            // directory cannot answer, the request goes on, and the log says so.
+            Ok(Err(e)) => log::error!("duplicate check failed, request passed on: {e}"),
+            Err(e) => log::error!("duplicate check failed, request passed on: {e}"),
+        }
     }
 
     // When the sender's timeout is the shorter, give up a little before it, so that the

@@ -244,6 +244,29 @@ pub fn network_ack(
     detail: Option<&str>,
     timestamp: &str,
 ) -> Vec<u8> {
+    network_ack_as(
+        request,
+        component,
+        facility,
+        AckCode::Reject,
+        code,
+        detail,
+        timestamp,
+    )
+}
+
+/// A network ACK as [`network_ack`] builds it, with MSA-1 `ack` instead of `AR`: the
+/// gateway answers a duplicate (2.4.8) with `AE`, since the request was well-formed and
+/// the sender must not simply send it again.
+pub fn network_ack_as(
+    request: Option<&Message<'_>>,
+    component: NetworkComponent,
+    facility: &str,
+    ack_code: AckCode,
+    code: NetworkCode,
+    detail: Option<&str>,
+    timestamp: &str,
+) -> Vec<u8> {
     let delimiters = request.map_or(Delimiters::STANDARD, |r| *r.delimiters());
     let mut ack = MessageBuilder::new(delimiters);
     let copy = |ack: &MessageBuilder, n: u32, default: &str| match request {
@@ -272,7 +295,7 @@ pub fn network_ack(
         ack.msh().set(18, charset);
     }
     let mut msa = SegmentBuilder::new("MSA");
-    msa.set(1, "AR")
+    msa.set(1, ack_code.as_str())
         .set(2, copy(&ack, 10, ""))
         .set(3, code.message(detail));
     ack.push(msa);

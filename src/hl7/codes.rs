@@ -49,6 +49,9 @@ pub enum NetworkCode {
     Hnps007E,
     /// The sending facility is over its request rate at the gateway.
     Hnps008E,
+    /// The request repeats a control id, sending facility and application seen within
+    /// the route's duplicate window (Volume 5, 2.4.8); answered AE.
+    Hnps009E,
 }
 
 impl NetworkCode {
@@ -73,6 +76,7 @@ impl NetworkCode {
         Self::Hnps006E,
         Self::Hnps007E,
         Self::Hnps008E,
+        Self::Hnps009E,
     ];
 
     /// The 8-character code, e.g. `"TXFR024E"`.
@@ -203,6 +207,11 @@ impl NetworkCode {
                 "HNPS008E",
                 "Too many requests from this facility; try again later",
                 "The facility sent more than the gateway's rate_limit_per_sec (after rate_limit_burst); the request was not passed on.",
+            ),
+            Self::Hnps009E => (
+                "HNPS009E",
+                "Duplicate transaction: control id already received",
+                "An AE, not an AR: the route checks duplicates and this MSH-10, MSH-4 and MSH-3 came within duplicate_window_secs (2.4.8); not passed on again.",
             ),
         }
     }

@@ -38,6 +38,7 @@ mod time;
 
 pub use ack::{
     AckCode, AckError, AppError, CodeSeverity, NetworkComponent, application_ack, network_ack,
+    network_ack_as,
 };
 pub use builder::{Leaf, MessageBuilder, SegmentBuilder};
 pub use check::{
