@@ -258,3 +258,41 @@ fn check_validates_without_serving() {
         assert!(stderr.contains(named), "{named}: {stderr}");
     }
 }
+
+#[test]
+fn silent_and_slow_connections_do_not_delay_others() {
+    let system = System::start("gate-slow");
+    let client = Client::open_file(&system.client_config()).unwrap();
+    let echo = || request("HNSIM-ECHO", "R03", "");
+    assert_eq!(
+        get(&client.send_receive(&echo(), None).unwrap().bytes, "MSA-1"),
+        "AA"
+    );
+    // 200 connections that never finish a TLS handshake: some silent, some dribbling
+    // the first bytes of a ClientHello.
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        let mut s = std::net::TcpStream::connect(system.addr()).unwrap();
+        if i % 2 == 0 {
+            use std::io::Write;
+            let _ = s.write_all(&[0x16, 0x03, 0x01]);
+        }
+        idle.push(s);
+    }
+    // A well-behaved sender on its own, new connection is served at once.
+    let fresh = Client::open_file(&system.client_config()).unwrap();
+    let started = Instant::now();
+    let answer = fresh.send_receive(&echo(), None).unwrap().bytes;
+    assert_eq!(get(&answer, "MSA-1"), "AA");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // And the connected one too.
+    assert_eq!(
+        get(&client.send_receive(&echo(), None).unwrap().bytes, "MSA-1"),
+        "AA"
+    );
+    drop(idle);
+}
