@@ -12,6 +12,8 @@
 //! restart closes idle connections) is tried once more on a new connection; a failure
 //! while committing is reported, never retried, since the commit may have happened.
 //! Each connection gives up on a statement after 30 seconds and on a lock after 10. The
+//! The audit journal and the duplicate window commit without waiting for the disk
+//! (`synchronous_commit = off`), as SQLite's journal connection does. The
 //! connection is not encrypted (`NoTls`): use a database on the gateway's host or on a
 //! network you trust, or a TLS tunnel.
 //!
@@ -24,6 +26,7 @@
 //! compare-and-set and revocation lock the facility's row; the duplicate check is one
 //! `INSERT … ON CONFLICT … DO UPDATE … WHERE` (race-free across processes).
 
+use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -31,7 +34,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, Config, NoTls, Row};
+use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::audit::{
     AuditFilter, AuditKind, AuditRecord, DuplicateKey, clean, from_micros, to_db_u64, to_micros,
@@ -143,7 +146,7 @@ impl From<postgres::Error> for Failure {
 type Attempt<T> = Result<T, Failure>;
 
 /// One attempt at a job on a connection; the flag says whether it is the last.
-type RunJob = Box<dyn FnMut(&mut Client, bool) -> bool + Send>;
+type RunJob = Box<dyn FnMut(&mut Conn, bool) -> bool + Send>;
 
 /// Work for a connection's worker.
 struct Job {
@@ -153,6 +156,112 @@ struct Job {
     run: RunJob,
     /// Delivers a failure to connect.
     fail: Box<dyn FnOnce(postgres::Error) + Send>,
+}
+
+/// A worker's connection, with the statements it has prepared: each distinct SQL text is
+/// parsed and planned once per connection, then only bound and executed.
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+/// A transaction on a [`Conn`].
+struct Tx<'a> {
+    tx: postgres::Transaction<'a>,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
+
+/// The prepared statement for `sql` with the types of `params`, from the cache.
+fn statement<C: GenericClient>(
+    client: &mut C,
+    statements: &mut HashMap<String, Statement>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Statement, postgres::Error> {
+    if let Some(statement) = statements.get(sql) {
+        return Ok(statement.clone());
+    }
+    let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+    let statement = client.prepare_typed(sql, &types)?;
+    statements.insert(sql.to_owned(), statement.clone());
+    Ok(statement)
+}
+
+fn values<'a>(params: &'a Params<'a>) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|(v, _)| *v).collect()
+}
+
+// `query`, `query_opt`, `query_one` and `execute` go through the statement cache, with
+// the parameters' types given as for `query_typed`.
+
+impl Conn {
+    fn transaction(&mut self) -> Result<Tx<'_>, postgres::Error> {
+        Ok(Tx {
+            tx: self.client.transaction()?,
+            statements: &mut self.statements,
+        })
+    }
+
+    /// A transaction for the audit journal and the duplicate window, written on every
+    /// message: its commit returns before the server flushes it to disk
+    /// (`synchronous_commit = off`, as SQLite's `synchronous = NORMAL` for the same
+    /// tables). A server crash may lose the last fraction of a second of them; the
+    /// database stays consistent, and directory changes are flushed as always.
+    fn journal_transaction(&mut self) -> Result<Tx<'_>, postgres::Error> {
+        let mut tx = self.transaction()?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+        Ok(tx)
+    }
+
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        let statement = statement(&mut self.client, &mut self.statements, sql, params)?;
+        self.client.query(&statement, &values(params))
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let statement = statement(&mut self.client, &mut self.statements, sql, params)?;
+        self.client.query_opt(&statement, &values(params))
+    }
+
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
+        let statement = statement(&mut self.client, &mut self.statements, sql, params)?;
+        self.client.query_one(&statement, &values(params))
+    }
+}
+
+impl Tx<'_> {
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let statement = statement(&mut self.tx, self.statements, sql, params)?;
+        self.tx.query_opt(&statement, &values(params))
+    }
+
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
+        let statement = statement(&mut self.tx, self.statements, sql, params)?;
+        self.tx.query_one(&statement, &values(params))
+    }
+
+    fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
+        let statement = statement(&mut self.tx, self.statements, sql, params)?;
+        self.tx.execute(&statement, &values(params))
+    }
+
+    fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.tx.batch_execute(sql)
+    }
+
+    fn commit(self) -> Result<(), postgres::Error> {
+        self.tx.commit()
+    }
 }
 
 /// The directory in a PostgreSQL database.
@@ -224,9 +333,9 @@ impl PostgresStore {
     /// Creates or migrates the schema, in one transaction under an advisory lock.
     /// `fresh`: refuse a database that already holds a directory.
     fn migrate(&self, fresh: bool) -> Result<(), StoreError> {
-        self.run(move |client| {
-            let mut tx = client.transaction()?;
-            tx.execute_typed(
+        self.run(move |conn| {
+            let mut tx = conn.transaction()?;
+            tx.execute(
                 "SELECT pg_advisory_xact_lock($1)",
                 &[(&MIGRATION_LOCK, Type::INT8)],
             )?;
@@ -261,7 +370,7 @@ impl PostgresStore {
             for migration in &MIGRATIONS[version as usize..] {
                 tx.batch_execute(migration)?;
             }
-            tx.execute_typed(
+            tx.execute(
                 "INSERT INTO schema_version (id, version) VALUES (1, $1)
                  ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
                 &[(&known, Type::INT4)],
@@ -274,13 +383,13 @@ impl PostgresStore {
     fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&mut Client) -> Attempt<T> + Send + 'static,
+        F: Fn(&mut Conn) -> Attempt<T> + Send + 'static,
     {
         let (reply, answer) = mpsc::sync_channel::<Attempt<T>>(1);
         let connect_reply = reply.clone();
         let job = Job {
-            run: Box::new(move |client, last| match op(client) {
-                Err(Failure::Before(_)) if !last && client.is_closed() => false,
+            run: Box::new(move |conn, last| match op(conn) {
+                Err(Failure::Before(_)) if !last && conn.client.is_closed() => false,
                 result => {
                     let _ = reply.send(result);
                     true
@@ -322,7 +431,7 @@ impl Drop for PostgresStore {
 
 /// A worker: takes jobs until the store is dropped, keeping one connection.
 fn work(config: &Config, jobs: &Mutex<Receiver<Job>>) {
-    let mut connection: Option<Client> = None;
+    let mut connection: Option<Conn> = None;
     loop {
         let job = {
             // A worker that panicked while holding the lock left the receiver sound.
@@ -334,10 +443,13 @@ fn work(config: &Config, jobs: &Mutex<Receiver<Job>>) {
         };
         let mut fail = Some(fail);
         for last in [false, true] {
-            let client = match connection.take() {
-                Some(client) if !client.is_closed() => client,
+            let conn = match connection.take() {
+                Some(conn) if !conn.client.is_closed() => conn,
                 _ => match open_connection(config) {
-                    Ok(client) => client,
+                    Ok(client) => Conn {
+                        client,
+                        statements: HashMap::new(),
+                    },
                     Err(e) => {
                         if let Some(fail) = fail.take() {
                             fail(e);
@@ -346,8 +458,8 @@ fn work(config: &Config, jobs: &Mutex<Receiver<Job>>) {
                     }
                 },
             };
-            let client = connection.insert(client);
-            if run(client, last) {
+            let conn = connection.insert(conn);
+            if run(conn, last) {
                 break;
             }
             connection = None;
@@ -433,21 +545,17 @@ fn audit_row(row: &Row) -> Attempt<AuditRecord> {
     })
 }
 
-fn bump_generation(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
+fn bump_generation(tx: &mut Tx<'_>) -> Result<(), postgres::Error> {
     tx.execute("UPDATE generation SET value = value + 1 WHERE id = 1", &[])
         .map(drop)
 }
 
-fn write_code(
-    tx: &mut postgres::Transaction<'_>,
-    id: &str,
-    code: &CodeRecord,
-) -> Result<(), postgres::Error> {
+fn write_code(tx: &mut Tx<'_>, id: &str, code: &CodeRecord) -> Result<(), postgres::Error> {
     let hash = &code.hash[..];
     let created = code.created_at.as_second();
     let expires = code.expires_at.as_second();
     let used = code.used_at.map(Timestamp::as_second);
-    tx.execute_typed(
+    tx.execute(
         "INSERT INTO registration_codes
              (facility, code_hash, created_at, expires_at, used_at, used_from)
          VALUES ($1, $2, $3, $4, $5, NULL)
@@ -466,8 +574,8 @@ fn write_code(
 }
 
 /// Locks the facility's row for the rest of the transaction; its status, if it exists.
-fn lock_status(tx: &mut postgres::Transaction<'_>, id: &str) -> Attempt<Option<Status>> {
-    let row = tx.query_typed_opt(
+fn lock_status(tx: &mut Tx<'_>, id: &str) -> Attempt<Option<Status>> {
+    let row = tx.query_opt(
         "SELECT status FROM facilities WHERE id = $1 FOR UPDATE",
         &[(&id, Type::TEXT)],
     )?;
@@ -484,7 +592,7 @@ impl Store for PostgresStore {
     fn add_facility(&self, facility: &Facility, code: &CodeRecord) -> Result<bool, StoreError> {
         let facility = facility.clone();
         let code = code.clone();
-        self.run(move |client| {
+        self.run(move |conn| {
             let f = &facility;
             let role = f.role.as_str();
             let status = f.status.as_str();
@@ -492,8 +600,8 @@ impl Store for PostgresStore {
             let registered = f.registered_at.map(Timestamp::as_second);
             let not_after = f.cert_not_after.map(Timestamp::as_second);
             let key_id = f.key_id.map(i64::from);
-            let mut tx = client.transaction()?;
-            let inserted = tx.execute_typed(
+            let mut tx = conn.transaction()?;
+            let inserted = tx.execute(
                 "INSERT INTO facilities
                      (id, name, role, status, created_at, registered_at, cert_serial,
                       cert_not_after, key_id)
@@ -524,8 +632,8 @@ impl Store for PostgresStore {
     fn set_code(&self, id: &str, code: &CodeRecord) -> Result<Option<Status>, StoreError> {
         let id = id.to_owned();
         let code = code.clone();
-        self.run(move |client| {
-            let mut tx = client.transaction()?;
+        self.run(move |conn| {
+            let mut tx = conn.transaction()?;
             let found = lock_status(&mut tx, &id)?;
             if let Some(Status::Pending | Status::Active) = found {
                 write_code(&mut tx, &id, &code)?;
@@ -537,40 +645,38 @@ impl Store for PostgresStore {
     }
 
     fn facilities(&self) -> Result<Vec<Facility>, StoreError> {
-        self.run(|client| {
-            client
-                .query(
-                    &format!("SELECT {FACILITY_COLUMNS} FROM facilities ORDER BY id"),
-                    &[],
-                )?
-                .iter()
-                .map(facility_row)
-                .collect()
+        self.run(|conn| {
+            conn.query(
+                &format!("SELECT {FACILITY_COLUMNS} FROM facilities ORDER BY id"),
+                &[],
+            )?
+            .iter()
+            .map(facility_row)
+            .collect()
         })
     }
 
     fn facility(&self, id: &str) -> Result<Option<Facility>, StoreError> {
         let id = id.to_owned();
-        self.run(move |client| {
-            client
-                .query_typed_opt(
-                    &format!("SELECT {FACILITY_COLUMNS} FROM facilities WHERE id = $1"),
-                    &[(&id, Type::TEXT)],
-                )?
-                .as_ref()
-                .map(facility_row)
-                .transpose()
+        self.run(move |conn| {
+            conn.query_opt(
+                &format!("SELECT {FACILITY_COLUMNS} FROM facilities WHERE id = $1"),
+                &[(&id, Type::TEXT)],
+            )?
+            .as_ref()
+            .map(facility_row)
+            .transpose()
         })
     }
 
     fn revoke(&self, id: &str, at: Timestamp) -> Result<Option<Status>, StoreError> {
         let id = id.to_owned();
         let at = at.as_second();
-        self.run(move |client| {
-            let mut tx = client.transaction()?;
+        self.run(move |conn| {
+            let mut tx = conn.transaction()?;
             let found = lock_status(&mut tx, &id)?;
             if let Some(Status::Pending | Status::Active) = found {
-                tx.execute_typed(
+                tx.execute(
                     "UPDATE facilities SET status = 'revoked', revoked_at = $2 WHERE id = $1",
                     &[(&id, Type::TEXT), (&at, Type::INT8)],
                 )?;
@@ -583,8 +689,8 @@ impl Store for PostgresStore {
 
     fn registration_state(&self, id: &str) -> Result<Option<RegistrationState>, StoreError> {
         let id = id.to_owned();
-        self.run(move |client| {
-            let Some(row) = client.query_typed_opt(
+        self.run(move |conn| {
+            let Some(row) = conn.query_opt(
                 "SELECT f.status, f.key_id, c.code_hash, c.created_at, c.expires_at, c.used_at
                  FROM facilities f LEFT JOIN registration_codes c ON c.facility = f.id
                  WHERE f.id = $1",
@@ -615,14 +721,14 @@ impl Store for PostgresStore {
 
     fn complete_registration(&self, c: &Completion) -> Result<bool, StoreError> {
         let c = c.clone();
-        self.run(move |client| {
+        self.run(move |conn| {
             let now = c.at.as_second();
             let hash = &c.code_hash[..];
             let peer = c.peer.to_string();
-            let mut tx = client.transaction()?;
+            let mut tx = conn.transaction()?;
             // The code's row stays locked until the end: a concurrent `set_code` or a
             // second registration with the same code waits, then finds it changed.
-            let consumed = tx.execute_typed(
+            let consumed = tx.execute(
                 "UPDATE registration_codes SET used_at = $3, used_from = $4
                  WHERE facility = $1 AND code_hash = $2 AND used_at IS NULL AND expires_at > $3",
                 &[
@@ -635,7 +741,7 @@ impl Store for PostgresStore {
             if consumed != 1 {
                 return Ok(false);
             }
-            let row = tx.query_typed_one(
+            let row = tx.query_one(
                 "SELECT status, key_id FROM facilities WHERE id = $1 FOR UPDATE",
                 &[(&c.facility, Type::TEXT)],
             )?;
@@ -647,7 +753,7 @@ impl Store for PostgresStore {
             let new_key_id = i64::from(c.key_id);
             let nonce = &c.sealed_key.nonce[..];
             let sealed = &c.sealed_key.ciphertext[..];
-            tx.execute_typed(
+            tx.execute(
                 "INSERT INTO envelope_keys (facility, key_id, nonce, sealed, created_at)
                  VALUES ($1, $2, $3, $4, $5)",
                 &[
@@ -659,7 +765,7 @@ impl Store for PostgresStore {
                 ],
             )?;
             let not_after = c.cert_not_after.as_second();
-            tx.execute_typed(
+            tx.execute(
                 "UPDATE facilities SET status = 'active', registered_at = $2, cert_serial = $3,
                      cert_not_after = $4, key_id = $5
                  WHERE id = $1",
@@ -679,8 +785,8 @@ impl Store for PostgresStore {
 
     fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError> {
         let id = id.to_owned();
-        self.run(move |client| {
-            let Some(row) = client.query_typed_opt(
+        self.run(move |conn| {
+            let Some(row) = conn.query_opt(
                 "SELECT f.role, f.status, f.cert_serial, f.cert_not_after, f.key_id,
                         k.nonce, k.sealed
                  FROM facilities f
@@ -715,8 +821,8 @@ impl Store for PostgresStore {
     }
 
     fn generation(&self) -> Result<u64, StoreError> {
-        self.run(|client| {
-            let value: i64 = client
+        self.run(|conn| {
+            let value: i64 = conn
                 .query_one("SELECT value FROM generation WHERE id = 1", &[])?
                 .try_get(0)?;
             u64::try_from(value).map_err(|_| data("a negative generation"))
@@ -724,15 +830,14 @@ impl Store for PostgresStore {
     }
 
     fn revoked(&self) -> Result<Vec<String>, StoreError> {
-        self.run(|client| {
-            client
-                .query(
-                    "SELECT id FROM facilities WHERE status = 'revoked' ORDER BY id",
-                    &[],
-                )?
-                .iter()
-                .map(|row| Ok(row.try_get::<_, String>(0)?))
-                .collect::<Attempt<Vec<String>>>()
+        self.run(|conn| {
+            conn.query(
+                "SELECT id FROM facilities WHERE status = 'revoked' ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|row| Ok(row.try_get::<_, String>(0)?))
+            .collect::<Attempt<Vec<String>>>()
         })
     }
 
@@ -762,7 +867,7 @@ impl Store for PostgresStore {
         let request: Vec<i64> = records.iter().map(|r| to_db_u64(r.request_bytes)).collect();
         let answer: Vec<i64> = records.iter().map(|r| to_db_u64(r.answer_bytes)).collect();
         let detail = column(|r| r.detail.as_str());
-        self.run(move |client| {
+        self.run(move |conn| {
             let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
                 vec![(&at, Type::INT8_ARRAY), (&kind, Type::TEXT_ARRAY)];
             params.extend(
@@ -777,8 +882,8 @@ impl Store for PostgresStore {
                 (&detail, Type::TEXT_ARRAY),
             ]);
             // `WITH ORDINALITY`: rows get their ids in the order of the batch.
-            let mut tx = client.transaction()?;
-            tx.execute_typed(
+            let mut tx = conn.journal_transaction()?;
+            tx.execute(
                 &format!(
                     "INSERT INTO audit ({AUDIT_COLUMNS})
                      SELECT a, k, f, p, s, c, m, r, d, o, e, l, q, n, t
@@ -796,7 +901,7 @@ impl Store for PostgresStore {
         let mut filter = filter.clone();
         filter.facility = filter.facility.map(|f| clean(&f).into_owned());
         filter.outcome = filter.outcome.map(|o| clean(&o).into_owned());
-        self.run(move |client| {
+        self.run(move |conn| {
             let since = filter.since.map(to_micros);
             let kind = filter.kind.map(AuditKind::as_str);
             let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
@@ -833,8 +938,8 @@ impl Store for PostgresStore {
                 }
                 None => sql.push_str(" ORDER BY at, id"),
             }
-            let mut rows = client
-                .query_typed(&sql, &params)?
+            let mut rows = conn
+                .query(&sql, &params)?
                 .iter()
                 .map(audit_row)
                 .collect::<Attempt<Vec<_>>>()?;
@@ -847,10 +952,10 @@ impl Store for PostgresStore {
 
     fn prune_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
         let before = to_micros(before);
-        self.run(move |client| {
-            let mut tx = client.transaction()?;
+        self.run(move |conn| {
+            let mut tx = conn.journal_transaction()?;
             let deleted =
-                tx.execute_typed("DELETE FROM audit WHERE at < $1", &[(&before, Type::INT8)])?;
+                tx.execute("DELETE FROM audit WHERE at < $1", &[(&before, Type::INT8)])?;
             tx.commit().map_err(Failure::Commit)?;
             Ok(deleted)
         })
@@ -868,11 +973,11 @@ impl Store for PostgresStore {
             application: clean(&key.application).into_owned(),
         };
         let (at, since) = (to_micros(at), to_micros(since));
-        self.run(move |client| {
+        self.run(move |conn| {
             // Two racing inserts of a new key: one inserts, the other waits for it, then
             // finds the row recent and changes nothing.
-            let mut tx = client.transaction()?;
-            let changed = tx.execute_typed(
+            let mut tx = conn.journal_transaction()?;
+            let changed = tx.execute(
                 "INSERT INTO duplicates (facility, application, control_id, seen_at)
                  VALUES ($1, $2, $3, $4)
                  ON CONFLICT (facility, application, control_id)
@@ -892,9 +997,9 @@ impl Store for PostgresStore {
 
     fn prune_duplicates(&self, before: Timestamp) -> Result<u64, StoreError> {
         let before = to_micros(before);
-        self.run(move |client| {
-            let mut tx = client.transaction()?;
-            let deleted = tx.execute_typed(
+        self.run(move |conn| {
+            let mut tx = conn.journal_transaction()?;
+            let deleted = tx.execute(
                 "DELETE FROM duplicates WHERE seen_at < $1",
                 &[(&before, Type::INT8)],
             )?;

@@ -56,6 +56,12 @@ impl Postgres {
     /// A running private server, or `None` when PostgreSQL is missing and
     /// `HNSECURE_SKIP_POSTGRES=1` says to skip.
     pub fn start(name: &str) -> Option<Self> {
+        Self::start_with(name, false)
+    }
+
+    /// [`Postgres::start`]; `durable`: flush commits to disk (`fsync = on`) as a
+    /// production server does, for measurements. Tests do without.
+    pub fn start_with(name: &str, durable: bool) -> Option<Self> {
         let Some(bin) = bin_dir().filter(|b| b.join("pg_ctl").is_file()) else {
             if std::env::var("HNSECURE_SKIP_POSTGRES").as_deref() == Ok("1") {
                 eprintln!(
@@ -131,10 +137,11 @@ impl Postgres {
                 .unwrap()
                 .port();
             let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60 \
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=60 \
                  -c shared_buffers=16MB",
                 server.port,
-                server.root.display()
+                server.root.display(),
+                if durable { "on" } else { "off" }
             );
             let log = server.root.join("server.log");
             if server.try_run(
