@@ -6,6 +6,7 @@
 //! peer, MSH-3, MSH-9, MSH-10, route, outcome, code, sizes, latency — and never carries a
 //! message body, a patient's name or a PHN.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -130,6 +131,16 @@ pub(crate) fn to_micros(t: Timestamp) -> i64 {
 /// The timestamp of `micros` microseconds since the Unix epoch.
 pub(crate) fn from_micros(micros: i64) -> Result<Timestamp, jiff::Error> {
     Timestamp::from_microsecond(micros)
+}
+
+/// Text as the stores keep it: a NUL character (which PostgreSQL text cannot hold, and
+/// which no HL7 field should carry) becomes U+FFFD, in every store alike.
+pub(crate) fn clean(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// A count or size as a database integer (both databases have signed 64-bit integers);

@@ -13,7 +13,7 @@ use super::store::StoreError;
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum GardError {
-    /// The directory holds no HNGard directory (no `gard.db`).
+    /// The directory holds no HNGard directory (no `gard.db` and no `gard.toml`).
     NotInitialised {
         /// The directory.
         dir: PathBuf,
@@ -45,6 +45,13 @@ pub enum GardError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// `gard.toml` is not valid.
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in one sentence that never quotes a password.
+        reason: String,
     },
     /// The directory database failed.
     Store(StoreError),
@@ -83,7 +90,7 @@ impl fmt::Display for GardError {
         match self {
             Self::NotInitialised { dir } => write!(
                 f,
-                "{} is not an HNGard directory (it has no gard.db); create one with `hnsecure gard init`",
+                "{} is not an HNGard directory (it has no gard.db or gard.toml); create one with `hnsecure gard init`",
                 dir.display()
             ),
             Self::AlreadyInitialised { path } => write!(
@@ -105,6 +112,7 @@ impl fmt::Display for GardError {
                 path.display(),
                 mode & 0o7777
             ),
+            Self::Config { path, reason } => write!(f, "{}: {reason}", path.display()),
             Self::Store(e) => e.fmt(f),
             Self::InvalidFacilityId(id) => write!(
                 f,

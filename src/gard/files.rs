@@ -23,8 +23,16 @@ pub(crate) const GATE_KEY: &str = "gate.key";
 /// The 32 bytes that seal the envelope keys in the database.
 pub(crate) const STORAGE_KEY: &str = "storage.key";
 
-/// Every file `init` makes, in the order it makes them.
-pub(crate) const ALL: [&str; 6] = [CA_KEY, CA_CERT, GATE_KEY, GATE_CERT, STORAGE_KEY, DB];
+/// Every file `init` may make: with SQLite `gard.db`, with PostgreSQL `gard.toml`.
+pub(crate) const ALL: [&str; 7] = [
+    CA_KEY,
+    CA_CERT,
+    GATE_KEY,
+    GATE_CERT,
+    STORAGE_KEY,
+    DB,
+    super::config::CONFIG_FILE,
+];
 
 /// Permission bits of private files and of the directory.
 pub(crate) const PRIVATE: u32 = 0o600;

@@ -59,16 +59,24 @@
 //!   sealed, after a rotation.
 //! - Certificates: only their serial and expiry; the certificate itself goes to the client.
 //!
-//! The storage sits behind the [`Store`] trait ([`SqliteStore`] here) so that a shared
-//! PostgreSQL directory can serve several gateways later.
+//! # Where the records are
+//!
+//! The storage sits behind the [`Store`] trait: [`SqliteStore`] (`gard.db`, the default)
+//! or [`PostgresStore`], chosen by the directory's optional `gard.toml`
+//! ([`StoreConfig`]). With PostgreSQL, `DIR` keeps only the key files and `gard.toml`;
+//! several gateways share one directory by each holding a copy of those files, all
+//! naming the same database. [`Gard::open`] reads `gard.toml`, so the gateway and every
+//! `hnsecure gard` command use the configured store.
 #![forbid(unsafe_code)]
 
 mod audit;
 mod code;
+mod config;
 mod error;
 mod files;
 mod limit;
 mod pki;
+mod postgres;
 mod seal;
 mod sqlite;
 mod store;
@@ -87,7 +95,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
 pub use audit::{AuditFilter, AuditKind, AuditRecord, DuplicateKey};
+pub use config::{CONFIG_FILE, PASSWORD_ENV, StoreConfig};
 pub use error::{AuthError, GardError, RegisterError};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use store::{
     CodeRecord, Completion, Credential, RegistrationState, SealedKey, Store, StoreError,
@@ -365,12 +375,25 @@ impl Gard {
     /// database. Refuses a directory already initialised; removes what it made when it
     /// fails half way.
     pub fn init(dir: &Path, options: &InitOptions) -> Result<Gard, GardError> {
+        Self::init_with_store(dir, options, &StoreConfig::Sqlite)
+    }
+
+    /// [`Gard::init`] with the records kept where `store` says: for
+    /// [`StoreConfig::Postgres`] the key files go into `dir` with a `gard.toml` naming the
+    /// database (and no `gard.db`), and the directory's tables are made in the database,
+    /// which must not hold a directory yet. A password file it names must already be in
+    /// place (relative paths are taken from `dir`).
+    pub fn init_with_store(
+        dir: &Path,
+        options: &InitOptions,
+        store: &StoreConfig,
+    ) -> Result<Gard, GardError> {
         for name in &options.subject_alt_names {
             pki::check_subject_alt_name(name)?;
         }
         let dir_made = files::prepare_dir(dir)?;
         let mut made = Vec::new();
-        let result = Self::init_files(dir, options, &mut made);
+        let result = Self::init_files(dir, options, store, &mut made);
         if result.is_err() {
             files::remove_all(&made, dir_made.then_some(dir));
         }
@@ -380,8 +403,11 @@ impl Gard {
     fn init_files(
         dir: &Path,
         options: &InitOptions,
+        store: &StoreConfig,
         made: &mut Vec<PathBuf>,
     ) -> Result<Gard, GardError> {
+        // Read first: a missing or unsafe password file stops init before it makes anything.
+        let password = store.password(dir)?;
         let now = Timestamp::now();
         let (ca, ca_params, ca_key) = pki::make_ca(now)?;
         let issuer = Issuer::from_params(&ca_params, &ca_key);
@@ -400,35 +426,65 @@ impl Gard {
         write(files::GATE_KEY, gate.key_pem.as_bytes(), files::PRIVATE)?;
         write(files::GATE_CERT, gate.cert_pem.as_bytes(), files::PUBLIC)?;
         write(files::STORAGE_KEY, storage_key.as_ref(), files::PRIVATE)?;
-        // An empty file is an empty SQLite database: made first so that it, and the WAL
-        // files SQLite derives from it, have mode 0600 from the start.
-        write(files::DB, b"", files::PRIVATE)?;
-        let store = SqliteStore::create(&dir.join(files::DB))?;
+        let store: Box<dyn Store> = match store {
+            StoreConfig::Sqlite => {
+                // An empty file is an empty SQLite database: made first so that it, and
+                // the WAL files SQLite derives from it, have mode 0600 from the start.
+                write(files::DB, b"", files::PRIVATE)?;
+                Box::new(SqliteStore::create(&dir.join(files::DB))?)
+            }
+            StoreConfig::Postgres { url, .. } => {
+                write(CONFIG_FILE, store.to_toml().as_bytes(), files::PUBLIC)?;
+                Box::new(PostgresStore::create(
+                    url,
+                    password.as_ref().map(|p| p.as_str()),
+                )?)
+            }
+        };
         files::sync_dir(dir)?;
         Ok(Gard {
             dir: dir.to_owned(),
-            store: Box::new(store),
+            store,
             storage_key,
             limiter: Mutex::default(),
         })
     }
 
-    /// Opens the directory in `dir`, made by [`Gard::init`].
+    /// Opens the directory in `dir`, made by [`Gard::init`] or [`Gard::init_with_store`],
+    /// with the store its `gard.toml` names (`gard.db` without one).
     pub fn open(dir: &Path) -> Result<Gard, GardError> {
-        let db = dir.join(files::DB);
-        if !db.is_file() {
-            return Err(GardError::NotInitialised {
-                dir: dir.to_owned(),
-            });
-        }
-        let storage_key = read_storage_key(dir)?;
-        let store = SqliteStore::open(&db)?;
+        let config = StoreConfig::read(dir)?;
+        let store: Box<dyn Store> = match &config {
+            StoreConfig::Sqlite => {
+                let db = dir.join(files::DB);
+                if !db.is_file() {
+                    return Err(GardError::NotInitialised {
+                        dir: dir.to_owned(),
+                    });
+                }
+                read_storage_key(dir)?;
+                Box::new(SqliteStore::open(&db)?)
+            }
+            StoreConfig::Postgres { url, .. } => {
+                read_storage_key(dir)?;
+                let password = config.password(dir)?;
+                Box::new(PostgresStore::open(
+                    url,
+                    password.as_ref().map(|p| p.as_str()),
+                )?)
+            }
+        };
         Ok(Gard {
             dir: dir.to_owned(),
-            store: Box::new(store),
-            storage_key,
+            store,
+            storage_key: read_storage_key(dir)?,
             limiter: Mutex::default(),
         })
+    }
+
+    /// Where this directory keeps its records (its `gard.toml`).
+    pub fn store_config(&self) -> Result<StoreConfig, GardError> {
+        StoreConfig::read(&self.dir)
     }
 
     /// Opens the directory files in `dir` with another [`Store`] for the records (a

@@ -18,7 +18,9 @@ use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
 };
 
-use super::audit::{AuditFilter, AuditRecord, DuplicateKey, from_micros, to_db_u64, to_micros};
+use super::audit::{
+    AuditFilter, AuditRecord, DuplicateKey, clean, from_micros, to_db_u64, to_micros,
+};
 use super::store::{
     CodeRecord, Completion, Credential, RegistrationState, SealedKey, Store, StoreError,
 };
@@ -582,19 +584,19 @@ impl Store for SqliteStore {
                 insert.execute(params![
                     to_micros(r.at),
                     r.kind.as_str(),
-                    r.facility,
-                    r.peer,
-                    r.sending_application,
-                    r.control_id,
-                    r.message_type,
-                    r.route,
-                    r.destination,
-                    r.outcome,
-                    r.code,
+                    clean(&r.facility),
+                    clean(&r.peer),
+                    clean(&r.sending_application),
+                    clean(&r.control_id),
+                    clean(&r.message_type),
+                    clean(&r.route),
+                    clean(&r.destination),
+                    clean(&r.outcome),
+                    clean(&r.code),
                     to_db_u64(r.latency_ms),
                     to_db_u64(r.request_bytes),
                     to_db_u64(r.answer_bytes),
-                    r.detail,
+                    clean(&r.detail),
                 ])?;
             }
             Ok(((), true))
@@ -609,11 +611,11 @@ impl Store for SqliteStore {
             conditions.push(format!("at >= ?{}", values.len()));
         }
         if let Some(facility) = &filter.facility {
-            values.push(Value::Text(facility.clone()));
+            values.push(Value::Text(clean(facility).into_owned()));
             conditions.push(format!("facility = ?{}", values.len()));
         }
         if let Some(outcome) = &filter.outcome {
-            values.push(Value::Text(outcome.clone()));
+            values.push(Value::Text(clean(outcome).into_owned()));
             conditions.push(format!("outcome = ?{}", values.len()));
         }
         if let Some(kind) = filter.kind {
@@ -671,9 +673,9 @@ impl Store for SqliteStore {
                      DO UPDATE SET seen_at = excluded.seen_at WHERE seen_at < ?5",
                 )?
                 .execute(params![
-                    key.facility,
-                    key.application,
-                    key.control_id,
+                    clean(&key.facility),
+                    clean(&key.application),
+                    clean(&key.control_id),
                     to_micros(at),
                     to_micros(since),
                 ])?;

@@ -342,9 +342,23 @@ pub fn audit(store: &dyn Store) {
         ""
     );
 
+    // A NUL character (which PostgreSQL text cannot hold) becomes U+FFFD in every store,
+    // in the record and in a filter alike.
+    let mut nul = record(1_800_000_150, "BC\0NUL", "AA", "C\0-NUL");
+    store.append_audit(std::slice::from_ref(&nul)).unwrap();
+    nul.control_id = "C\u{FFFD}-NUL".to_owned();
+    nul.facility = "BC\u{FFFD}NUL".to_owned();
+    let found = store
+        .audit(&AuditFilter {
+            facility: Some("BC\0NUL".to_owned()),
+            ..AuditFilter::default()
+        })
+        .unwrap();
+    assert_eq!(found, [nul]);
+
     // Pruning deletes what is strictly older, and says how much.
     assert_eq!(store.prune_audit(at(1_800_000_100)).unwrap(), 0);
-    assert_eq!(store.prune_audit(at(1_800_000_201)).unwrap(), 3);
+    assert_eq!(store.prune_audit(at(1_800_000_201)).unwrap(), 4);
     assert_eq!(select(AuditFilter::default()), "C5 C3");
     assert_eq!(store.prune_audit(at(1_800_000_201)).unwrap(), 0);
     assert_eq!(
@@ -402,6 +416,12 @@ pub fn duplicates(store: &dyn Store) {
     };
     assert!(!check(&odd, t0));
     assert!(check(&odd, t0));
+    let nul = DuplicateKey {
+        control_id: "C\0".to_owned(),
+        ..key("C1")
+    };
+    assert!(!check(&nul, later), "a NUL is kept as U+FFFD");
+    assert!(check(&nul, later));
 
     // Pruning forgets what was recorded before the instant given.
     assert_eq!(store.prune_duplicates(t0).unwrap(), 0);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use hnapi::gard::{
     self, AuditFilter, AuditKind, AuditRecord, CodeInfo, DIRECTORY_FILES, Facility, Gard,
-    GardError, InitOptions, Role, Status,
+    GardError, InitOptions, Role, Status, StoreConfig,
 };
 use hnapi::hl7::pacific;
 use jiff::{Span, Timestamp, ZonedDateTime};
@@ -35,11 +35,23 @@ pub struct GardArgs {
 enum GardCommand {
     /// Create the directory: its CA, the gateway's TLS certificate, the storage key and the
     /// database. Never overwrites an existing directory.
+    #[command(after_help = "Several gateways sharing one directory: \
+        hnsecure gard init --dir DIR --store postgres://hngard@db.example:5432/hngard\n\
+        then copy DIR (its key files and gard.toml) to each gateway. The password comes from \
+        --password-file (a file of mode 0600, kept where gard.toml names it) or PGPASSWORD.")]
     Init {
         /// Another DNS name or IP address of the gateway for its certificate (repeatable);
         /// localhost, 127.0.0.1 and ::1 are always included.
         #[arg(long = "san", value_name = "NAME")]
         sans: Vec<String>,
+        /// Keep the records in this PostgreSQL database instead of DIR/gard.db:
+        /// postgres://USER@HOST:PORT/DBNAME, without a password. Written to DIR/gard.toml.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// The file holding the PostgreSQL password (mode 0600); a relative path is taken
+        /// from DIR. Without it, the password comes from PGPASSWORD, if set.
+        #[arg(long, value_name = "FILE", requires = "store")]
+        password_file: Option<PathBuf>,
     },
     /// Record a facility and print its one-time registration code (alone on standard output).
     #[command(
@@ -201,7 +213,17 @@ pub fn run(args: GardArgs) -> Result<(), Failure> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match args.command {
-        GardCommand::Init { sans } => init(&dir, sans, &mut out),
+        GardCommand::Init {
+            sans,
+            store,
+            password_file,
+        } => {
+            let store = match store {
+                None => StoreConfig::Sqlite,
+                Some(url) => StoreConfig::new(&url, password_file).map_err(Failure::Usage)?,
+            };
+            init(&dir, sans, &store, &mut out)
+        }
         GardCommand::Add {
             id,
             name,
@@ -263,24 +285,50 @@ fn date(t: Option<Timestamp>) -> String {
     }
 }
 
-fn init(dir: &Path, sans: Vec<String>, out: &mut impl Write) -> Result<(), Failure> {
-    let gard = Gard::init(
+fn init(
+    dir: &Path,
+    sans: Vec<String>,
+    store: &StoreConfig,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let gard = Gard::init_with_store(
         dir,
         &InitOptions {
             subject_alt_names: sans.clone(),
         },
+        store,
     )
     .map_err(failure)?;
     let fingerprint = gard.ca_fingerprint().map_err(failure)?;
     writeln!(out, "Initialised the HNGard directory {}:", dir.display())?;
-    let width = DIRECTORY_FILES
+    let files: Vec<(&str, &str)> = DIRECTORY_FILES
+        .iter()
+        .map(|&(name, what)| match store {
+            StoreConfig::Postgres { .. } if name == "gard.db" => (
+                gard::CONFIG_FILE,
+                "names the PostgreSQL database that holds the records",
+            ),
+            StoreConfig::Postgres { .. } if name == "storage.key" => {
+                (name, "the key that seals envelope keys in the database")
+            }
+            _ => (name, what),
+        })
+        .collect();
+    let width = files
         .iter()
         .map(|(name, _)| dir.join(name).display().to_string().len())
         .max()
         .unwrap_or(0);
-    for (name, what) in DIRECTORY_FILES {
+    for (name, what) in files {
         let path = dir.join(name).display().to_string();
         writeln!(out, "  {path:width$}  {what}")?;
+    }
+    if let StoreConfig::Postgres { url, .. } = store {
+        writeln!(out, "The records are in the PostgreSQL database {url}.")?;
+        writeln!(
+            out,
+            "Another gateway shares them with a copy of this directory (every file above)."
+        )?;
     }
     let mut names = vec!["localhost", "127.0.0.1", "::1"];
     names.extend(sans.iter().map(String::as_str));
