@@ -38,6 +38,15 @@ if ! have cargo; then
 fi
 if have apt-get; then
   apt_install gcc libc6-dev pkg-config
+  if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    # The server binaries for the PostgreSQL store's tests, which start private servers of
+    # their own (initdb in a temporary folder, a free port, as the user nobody); no default
+    # cluster is wanted.
+    sudo_=(); [ "$(id -u)" -eq 0 ] || sudo_=(sudo)
+    "${sudo_[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' | "${sudo_[@]}" tee /etc/postgresql-common/createcluster.d/hnsecure.conf >/dev/null
+    apt_install postgresql
+  fi
 fi
 if have rustup; then
   installed=$(rustup component list --installed 2>/dev/null || true)
