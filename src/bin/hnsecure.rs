@@ -43,7 +43,7 @@ enum Command {
         after_help = "Exit status: 0 success, 1 a refused operation or unknown facility, 2 a usage error."
     )]
     Gard(gard::GardArgs),
-    /// The client side of a facility: the client daemon (--config), register with HNGard.
+    /// The client side of a facility: the client daemon (--config), register with HNGard, renew.
     Client(client::ClientArgs),
     /// Send message files through the client core and print the answers.
     Send(send::SendArgs),

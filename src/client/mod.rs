@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 pub use config::{ClientConfig, DEFAULT_TIMEOUT, ListenConfig, MllpTls, Transport};
 pub use credential::Credential;
-pub use register::{RegisterError, register};
+pub use register::{RegisterError, register, renew};
 pub use server::{Request, Server, ServerConfig};
 
 use crate::config::ConfigError;
@@ -163,11 +163,56 @@ enum Route {
 struct GatewayRoute {
     facility: String,
     key: MasterKey,
-    tls: Arc<rustls::ClientConfig>,
+    /// The credential file, and the TLS configuration made from it: read again when the
+    /// file changes (a renewed certificate), at the next connection.
+    credential: std::path::PathBuf,
+    tls: Mutex<(Option<FileStamp>, Arc<rustls::ClientConfig>)>,
     /// The live connection, if any.
     current: Mutex<Option<Arc<Connection>>>,
     /// Held while connecting, so concurrent requests share one attempt.
     dialer: tokio::sync::Mutex<Dialer>,
+}
+
+/// A file's modification time and size, to notice that it changed.
+type FileStamp = (std::time::SystemTime, u64);
+
+fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl GatewayRoute {
+    /// The TLS configuration to connect with: the credential file's, read again if it
+    /// changed since. A file that now holds another facility or another envelope key (a
+    /// new registration) is not taken up while running: that needs a restart.
+    fn tls(&self) -> Arc<rustls::ClientConfig> {
+        let mut tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        let now = stamp(&self.credential);
+        if now.is_some() && now != tls.0 {
+            tls.0 = now;
+            match facility_tls(&self.facility, &self.credential) {
+                Ok((credential, config))
+                    if credential.key.id() == self.key.id()
+                        && credential.key.as_bytes() == self.key.as_bytes() =>
+                {
+                    log::info!(
+                        "credential {} changed: new connections use its certificate",
+                        self.credential.display()
+                    );
+                    tls.1 = config;
+                }
+                Ok(_) => log::warn!(
+                    "credential {} now holds another envelope key (a new registration): restart to use it",
+                    self.credential.display()
+                ),
+                Err(e) => log::warn!(
+                    "credential {} changed but cannot be used ({e}); the one read before stays",
+                    self.credential.display()
+                ),
+            }
+        }
+        tls.1.clone()
+    }
 }
 
 /// The facility's credential at `path`, checked to be `facility`'s, and a TLS client
@@ -217,11 +262,13 @@ impl AsyncClient {
                         "name the credential file from `hnsecure client register`",
                     )));
                 };
+                let read_at = stamp(path);
                 let (credential, tls) = facility_tls(&config.facility, path)?;
                 Route::Gateway(GatewayRoute {
                     facility: credential.facility.clone(),
                     key: credential.key.clone(),
-                    tls,
+                    credential: path.to_path_buf(),
+                    tls: Mutex::new((read_at, tls)),
                     current: Mutex::new(None),
                     dialer: tokio::sync::Mutex::new(Dialer::new(&config.gateways)),
                 })
@@ -412,7 +459,7 @@ impl AsyncClient {
         let config = &self.inner.config;
         let connection = dialer
             .dial(deadline, config.connect_timeout, |addr, budget| {
-                let tls = route.tls.clone();
+                let tls = route.tls();
                 async move {
                     Connection::open(
                         &addr,

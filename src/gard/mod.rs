@@ -264,6 +264,15 @@ pub struct Registration {
     pub key: MasterKey,
 }
 
+/// A renewed certificate ([`Gard::renew`]).
+#[derive(Debug)]
+pub struct Renewal {
+    /// The facility's new client certificate, PEM.
+    pub certificate_pem: String,
+    /// When it expires.
+    pub not_after: Timestamp,
+}
+
 /// Who a TLS client certificate belongs to, with the envelope key to use for it.
 #[derive(Debug)]
 pub struct Peer {
@@ -689,6 +698,52 @@ impl Gard {
             certificate_pem: issued.pem,
             ca_pem,
             key,
+        })
+    }
+
+    /// Issues a new certificate for the registered, active facility `facility` from its
+    /// certificate signing request (a new key pair), before the current one expires and
+    /// without a new registration: the envelope key stays; the old certificate stops
+    /// being accepted for new connections. The gateway calls this for a facility that
+    /// asks over its authenticated connection (`hnsecure client renew`); an operator can
+    /// call it for a CSR the facility sent another way (`hnsecure gard renew`).
+    ///
+    /// [`RegisterError::Refused`] when the facility is unknown, not registered, or was
+    /// renewed or re-registered at the same moment; [`RegisterError::Revoked`];
+    /// [`RegisterError::BadCsr`].
+    pub fn renew(&self, facility: &str, csr_der: &[u8]) -> Result<Renewal, RegisterError> {
+        check_facility_id(facility).map_err(|_| RegisterError::Refused)?;
+        let credential = self
+            .store
+            .credential(facility)?
+            .ok_or(RegisterError::Refused)?;
+        match credential.status {
+            Status::Revoked => return Err(RegisterError::Revoked),
+            Status::Pending => return Err(RegisterError::Refused),
+            Status::Active => {}
+        }
+        let previous = credential.cert_serial.ok_or(RegisterError::Refused)?;
+        let now = Timestamp::now();
+        let ca_pem = self.ca_pem()?;
+        let ca_key = files::read_private(&self.dir.join(files::CA_KEY))?;
+        let ca_key = std::str::from_utf8(&ca_key).map_err(|_| GardError::BadFile {
+            path: self.dir.join(files::CA_KEY),
+            expected: "a PEM private key",
+        })?;
+        let issued = match pki::issue_client(&ca_pem, ca_key, facility, csr_der, now) {
+            Ok(issued) => issued,
+            Err(pki::IssueError::BadCsr) => return Err(RegisterError::BadCsr),
+            Err(pki::IssueError::Gard(e)) => return Err(e.into()),
+        };
+        if !self
+            .store
+            .renew_certificate(facility, &previous, &issued.serial, issued.not_after)?
+        {
+            return Err(RegisterError::Refused);
+        }
+        Ok(Renewal {
+            certificate_pem: issued.pem,
+            not_after: issued.not_after,
         })
     }
 

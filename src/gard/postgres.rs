@@ -687,6 +687,35 @@ impl Store for PostgresStore {
         })
     }
 
+    fn renew_certificate(
+        &self,
+        id: &str,
+        previous_serial: &str,
+        serial: &str,
+        not_after: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, previous, serial) = (id.to_owned(), previous_serial.to_owned(), serial.to_owned());
+        let not_after = not_after.as_second();
+        self.run(move |conn| {
+            let mut tx = conn.transaction()?;
+            let changed = tx.execute(
+                "UPDATE facilities SET cert_serial = $3, cert_not_after = $4
+                 WHERE id = $1 AND status = 'active' AND cert_serial = $2",
+                &[
+                    (&id, Type::TEXT),
+                    (&previous, Type::TEXT),
+                    (&serial, Type::TEXT),
+                    (&not_after, Type::INT8),
+                ],
+            )?;
+            if changed == 1 {
+                bump_generation(&mut tx)?;
+            }
+            tx.commit().map_err(Failure::Commit)?;
+            Ok(changed == 1)
+        })
+    }
+
     fn registration_state(&self, id: &str) -> Result<Option<RegistrationState>, StoreError> {
         let id = id.to_owned();
         self.run(move |conn| {

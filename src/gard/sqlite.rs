@@ -437,6 +437,26 @@ impl Store for SqliteStore {
         })
     }
 
+    fn renew_certificate(
+        &self,
+        id: &str,
+        previous_serial: &str,
+        serial: &str,
+        not_after: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE facilities SET cert_serial = ?3, cert_not_after = ?4
+                 WHERE id = ?1 AND status = 'active' AND cert_serial = ?2",
+                params![id, previous_serial, serial, not_after.as_second()],
+            )?;
+            if changed == 1 {
+                bump_generation(tx)?;
+            }
+            Ok((changed == 1, changed == 1))
+        })
+    }
+
     fn registration_state(&self, id: &str) -> Result<Option<RegistrationState>, StoreError> {
         let connection = self.lock();
         connection

@@ -158,6 +158,18 @@ pub trait Store: Send + Sync {
     /// revoked or its key id changed since [`Store::registration_state`].
     fn complete_registration(&self, completion: &Completion) -> Result<bool, StoreError>;
 
+    /// Records a renewed certificate: the facility's certificate becomes `serial`, valid
+    /// until `not_after`, its envelope key unchanged. Returns `false`, changing nothing,
+    /// unless the facility is active with `previous_serial` as its certificate (so two
+    /// renewals racing cannot both win, and a revocation always does).
+    fn renew_certificate(
+        &self,
+        id: &str,
+        previous_serial: &str,
+        serial: &str,
+        not_after: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     /// The facility's status, certificate and current sealed key, in one read.
     fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError>;
 

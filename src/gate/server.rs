@@ -540,6 +540,27 @@ async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: Socket
     let _ = stream.shutdown().await;
 }
 
+/// An audit record of a security event for `facility` at `address`, to be completed.
+fn security_record(facility: &str, address: &SocketAddr) -> crate::gard::AuditRecord {
+    crate::gard::AuditRecord {
+        at: jiff::Timestamp::now(),
+        kind: crate::gard::AuditKind::Security,
+        facility: facility.to_owned(),
+        peer: address.to_string(),
+        sending_application: String::new(),
+        control_id: String::new(),
+        message_type: String::new(),
+        route: String::new(),
+        destination: String::new(),
+        outcome: String::new(),
+        code: String::new(),
+        latency_ms: 0,
+        request_bytes: 0,
+        answer_bytes: 0,
+        detail: String::new(),
+    }
+}
+
 fn register_refusal(e: &RegisterError) -> Refusal {
     match e {
         RegisterError::Expired => Refusal::RegistrationExpired,
@@ -671,6 +692,45 @@ async fn session(
             }
             Ok(Ok(Some(Frame::Ping { id }))) => {
                 let _ = writer.send(&Frame::Pong { id }).await;
+            }
+            Ok(Ok(Some(Frame::RenewRequest { csr }))) => {
+                let gard = state.gard.clone();
+                let facility = peer.facility.clone();
+                let renewed =
+                    tokio::task::spawn_blocking(move || gard.renew(&facility, &csr)).await;
+                let frame = match renewed {
+                    Ok(Ok(renewal)) => {
+                        log::info!(
+                            "facility {} renewed its certificate (valid until {})",
+                            peer.facility,
+                            renewal.not_after
+                        );
+                        state.audit.record(crate::gard::AuditRecord {
+                            outcome: "renewed".into(),
+                            code: "renewed".into(),
+                            detail: format!("new certificate valid until {}", renewal.not_after),
+                            ..security_record(&peer.facility, &address)
+                        });
+                        Frame::RenewResponse {
+                            certificate_pem: renewal.certificate_pem,
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        log::warn!("facility {}: renewal refused: {e}", peer.facility);
+                        Frame::Refused {
+                            id: 0,
+                            reason: register_refusal(&e),
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("facility {}: renewal failed: {e}", peer.facility);
+                        Frame::Refused {
+                            id: 0,
+                            reason: Refusal::Internal,
+                        }
+                    }
+                };
+                let _ = writer.send(&frame).await;
             }
             Ok(Ok(Some(Frame::Serve { applications }))) if serving.is_none() => {
                 if peer.role != Role::Server

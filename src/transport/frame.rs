@@ -13,6 +13,8 @@
 //!   7 Serve             u32 count, then count × bytes application name
 //!  16 RegisterRequest   bytes facility, bytes code, bytes CSR (DER)
 //!  17 RegisterResponse  bytes certificate PEM, bytes CA PEM, u32 key id, 32 bytes key
+//!  18 RenewRequest      bytes CSR (DER)  — on an authenticated connection
+//!  19 RenewResponse     bytes certificate PEM
 //! ```
 //! `bytes` is a u32 length followed by that many bytes. Many requests may be in flight
 //! on one connection; answers carry the request's id and may come in any order.
@@ -219,6 +221,17 @@ pub enum Frame {
         /// The envelope master key.
         key: Zeroizing<[u8; 32]>,
     },
+    /// Renewal: an authenticated facility's certificate signing request for a new
+    /// certificate (a new key pair; the envelope key stays).
+    RenewRequest {
+        /// The certificate signing request, DER.
+        csr: Vec<u8>,
+    },
+    /// Renewal: the new certificate.
+    RenewResponse {
+        /// The facility's new certificate, PEM.
+        certificate_pem: String,
+    },
 }
 
 impl fmt::Debug for Frame {
@@ -254,6 +267,12 @@ impl fmt::Debug for Frame {
             Self::RegisterResponse { key_id, .. } => {
                 write!(f, "RegisterResponse {{ key_id: {key_id}, key: MASKED }}")
             }
+            Self::RenewRequest { csr } => write!(f, "RenewRequest {{ csr: {} bytes }}", csr.len()),
+            Self::RenewResponse { certificate_pem } => write!(
+                f,
+                "RenewResponse {{ certificate: {} bytes }}",
+                certificate_pem.len()
+            ),
         }
     }
 }
@@ -310,6 +329,8 @@ const ACCEPTED: u8 = 6;
 const SERVE: u8 = 7;
 const REGISTER_REQUEST: u8 = 16;
 const REGISTER_RESPONSE: u8 = 17;
+const RENEW_REQUEST: u8 = 18;
+const RENEW_RESPONSE: u8 = 19;
 
 impl Frame {
     /// Appends the frame, length prefix included, to `out`.
@@ -374,6 +395,14 @@ impl Frame {
                 put_bytes(out, ca_pem.as_bytes());
                 out.extend_from_slice(&key_id.to_be_bytes());
                 out.extend_from_slice(key.as_ref());
+            }
+            Self::RenewRequest { csr } => {
+                out.push(RENEW_REQUEST);
+                put_bytes(out, csr);
+            }
+            Self::RenewResponse { certificate_pem } => {
+                out.push(RENEW_RESPONSE);
+                put_bytes(out, certificate_pem.as_bytes());
             }
         }
         let length = (out.len() - start - 4) as u32;
@@ -459,6 +488,16 @@ impl Frame {
                     key_id,
                     key: Zeroizing::new(key),
                 }
+            }
+            RENEW_REQUEST => {
+                let csr = r.bytes().ok_or_else(bad)?.to_vec();
+                r.end().ok_or_else(bad)?;
+                Self::RenewRequest { csr }
+            }
+            RENEW_RESPONSE => {
+                let certificate_pem = r.text().ok_or_else(bad)?;
+                r.end().ok_or_else(bad)?;
+                Self::RenewResponse { certificate_pem }
             }
             other => return Err(FrameError::UnknownKind(other)),
         };
@@ -699,6 +738,10 @@ mod tests {
                 ca_pem: "CA".into(),
                 key_id: 2,
                 key: Zeroizing::new([7; 32]),
+            },
+            Frame::RenewRequest { csr: vec![4, 5, 6] },
+            Frame::RenewResponse {
+                certificate_pem: "NEW CERT".into(),
             },
         ]
     }

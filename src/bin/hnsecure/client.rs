@@ -47,6 +47,23 @@ command line and out of shell history, give --code - and type or pipe it on stan
 Example:\n  hnsecure client register --gate gate.example:7443 --facility BC00000098 --code - \\\n    --ca hngard-ca.pem --out credential.toml"
     )]
     Register(RegisterArgs),
+    /// Renew this facility's certificate before it expires, without a registration code.
+    ///
+    /// Makes a new key pair and a certificate signing request, sends it to the gateway over
+    /// a connection authenticated with the current certificate, and rewrites the credential
+    /// file named in client.toml (mode 0600) with the new certificate and key; the envelope
+    /// key stays. Applications using the credential pick it up on their next connection.
+    Renew(RenewArgs),
+}
+
+#[derive(Args)]
+struct RenewArgs {
+    /// The client configuration whose credential is renewed (client.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Seconds to wait for the gateway.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
 }
 
 #[derive(Args)]
@@ -77,11 +94,43 @@ struct RegisterArgs {
 pub fn run(args: ClientArgs) -> Result<(), Failure> {
     match (args.command, args.config) {
         (Some(ClientCommand::Register(r)), _) => register(r),
+        (Some(ClientCommand::Renew(r)), _) => renew(&r),
         (None, Some(config)) => relay(&config, args.log_level),
         (None, None) => Err(Failure::Usage(
             "give --config client.toml to run the client daemon, or a subcommand".into(),
         )),
     }
+}
+
+fn renew(args: &RenewArgs) -> Result<(), Failure> {
+    let config = hnapi::client::ClientConfig::from_file(&args.config)
+        .map_err(|e| Failure::Input(Some(e.to_string())))?;
+    let Some(path) = config.credential.clone() else {
+        return Err(Failure::Usage(format!(
+            "{} names no credential (legacy mode has none to renew)",
+            args.config.display()
+        )));
+    };
+    let current =
+        hnapi::client::Credential::read(&path).map_err(|e| Failure::Input(Some(e.to_string())))?;
+    let runtime =
+        crate::daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
+    let renewed = runtime
+        .block_on(hnapi::client::renew(
+            &current,
+            &config.gateways,
+            Duration::from_secs(args.timeout_secs.max(1)),
+        ))
+        .map_err(|e| Failure::Input(Some(format!("renewal failed: {e}"))))?;
+    renewed
+        .write(&path)
+        .map_err(|e| Failure::Input(Some(format!("cannot write {}: {e}", path.display()))))?;
+    eprintln!(
+        "renewed the certificate of facility {}; credential {} rewritten (mode 0600)",
+        renewed.facility,
+        path.display()
+    );
+    Ok(())
 }
 
 /// `hnsecure client --config client.toml`: the client daemon, until SIGINT or SIGTERM.

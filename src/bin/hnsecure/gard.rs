@@ -89,6 +89,25 @@ enum GardCommand {
         #[arg(value_parser = parse_id)]
         id: String,
     },
+    /// Issue a new certificate for a registered facility from its certificate signing
+    /// request, before the current one expires and without a new registration (the
+    /// envelope key stays; the old certificate is refused for new connections).
+    #[command(
+        after_help = "Facilities renew online with `hnsecure client renew --config client.toml`;\n\
+this is for a facility that sent its CSR (PEM or DER) another way. Give it the certificate\n\
+printed (or written to --out), to put in its credential file in place of the old one."
+    )]
+    Renew {
+        /// The facility id.
+        #[arg(value_parser = parse_id)]
+        id: String,
+        /// The facility's certificate signing request (PEM or DER).
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        /// Write the certificate (PEM) here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Revoke a facility, for good: new connections with its certificate are refused at once.
     Revoke {
         /// The facility id.
@@ -234,6 +253,9 @@ pub fn run(args: GardArgs) -> Result<(), Failure> {
         GardCommand::List => list(&open(&dir)?, &mut out),
         GardCommand::Show { id } => show(&open(&dir)?, &id, &mut out),
         GardCommand::Revoke { id } => revoke(&open(&dir)?, &id, &mut out),
+        GardCommand::Renew { id, csr, out: file } => {
+            renew(&open(&dir)?, &id, &csr, file.as_deref(), &mut out)
+        }
         GardCommand::Audit(args) => audit(&open(&dir)?, args, &mut out),
     }?;
     out.flush()?;
@@ -537,6 +559,57 @@ fn show(gard: &Gard, id: &str, out: &mut impl Write) -> Result<(), Failure> {
         key_id.map_or_else(|| "none".to_owned(), |k| k.to_string())
     )?;
     writeln!(out, "Registration code: {code}")?;
+    Ok(())
+}
+
+fn renew(
+    gard: &Gard,
+    id: &str,
+    csr: &Path,
+    file: Option<&Path>,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let bytes = std::fs::read(csr)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", csr.display())))?;
+    // PEM or DER.
+    let der = match std::str::from_utf8(&bytes)
+        .ok()
+        .filter(|t| t.contains("-----BEGIN"))
+    {
+        Some(text) => {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(text.as_bytes())
+                .map_err(|_| {
+                    Failure::Input(Some(format!(
+                        "{} holds no PEM certificate signing request",
+                        csr.display()
+                    )))
+                })?
+                .as_ref()
+                .to_vec()
+        }
+        None => bytes,
+    };
+    if gard.facility(id).map_err(failure)?.is_none() {
+        return Err(unknown(gard, id));
+    }
+    let renewal = gard
+        .renew(id, &der)
+        .map_err(|e| Failure::Input(Some(format!("facility {id}: {e}"))))?;
+    match file {
+        Some(path) => {
+            std::fs::write(path, &renewal.certificate_pem).map_err(|e| {
+                Failure::Input(Some(format!("cannot write {}: {e}", path.display())))
+            })?;
+            writeln!(
+                out,
+                "Renewed facility {id}: certificate written to {}, valid until {}.",
+                path.display(),
+                when(renewal.not_after)
+            )?;
+        }
+        None => out.write_all(renewal.certificate_pem.as_bytes())?,
+    }
     Ok(())
 }
 
