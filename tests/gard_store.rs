@@ -47,6 +47,12 @@ fn sqlite_store_keeps_the_directory() {
 }
 
 #[test]
+fn sqlite_store_renews_certificates() {
+    let (_tmp, store) = sqlite("renewal");
+    common_store::renewal(&store);
+}
+
+#[test]
 fn sqlite_store_keeps_the_audit_journal() {
     let (_tmp, store) = sqlite("audit");
     common_store::audit(&store);

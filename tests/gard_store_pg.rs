@@ -84,6 +84,8 @@ fn postgres_store_behaves_as_the_sqlite_store() {
     };
     let store = PostgresStore::create(&pg.database("directory"), None).unwrap();
     common_store::directory(&store);
+    let store = PostgresStore::create(&pg.database("renewal"), None).unwrap();
+    common_store::renewal(&store);
     let store = PostgresStore::create(&pg.database("audit"), None).unwrap();
     common_store::audit(&store);
     let store = PostgresStore::create(&pg.database("duplicates"), None).unwrap();

@@ -207,6 +207,75 @@ pub fn directory(store: &dyn Store) {
     );
 }
 
+/// A renewed certificate replaces the current one only when it is still the current one
+/// and the facility is active.
+pub fn renewal(store: &dyn Store) {
+    assert!(
+        store
+            .add_facility(&facility("BR1"), &code(1, 2_000_000_000))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .renew_certificate("BR1", "", "0C", at(1_900_000_000))
+            .unwrap(),
+        "not registered yet"
+    );
+    let completion = Completion {
+        facility: "BR1".to_owned(),
+        code_hash: [1; 32],
+        previous_key_id: None,
+        key_id: 1,
+        sealed_key: SealedKey {
+            nonce: [7; 12],
+            ciphertext: vec![9; 48],
+        },
+        cert_serial: "0A".to_owned(),
+        cert_not_after: at(1_800_000_000),
+        at: at(1_700_000_100),
+        peer: "192.0.2.7".parse().unwrap(),
+    };
+    assert!(store.complete_registration(&completion).unwrap());
+    let generation = store.generation().unwrap();
+    assert!(
+        !store
+            .renew_certificate("BR1", "0B", "0C", at(1_900_000_000))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .renew_certificate("BR9", "0A", "0C", at(1_900_000_000))
+            .unwrap()
+    );
+    assert_eq!(store.generation().unwrap(), generation, "nothing changed");
+    assert!(
+        store
+            .renew_certificate("BR1", "0A", "0C", at(1_900_000_000))
+            .unwrap()
+    );
+    assert!(store.generation().unwrap() > generation);
+    let c = store.credential("BR1").unwrap().unwrap();
+    assert_eq!(c.cert_serial.as_deref(), Some("0C"));
+    assert_eq!(c.cert_not_after, Some(at(1_900_000_000)));
+    assert_eq!(
+        (c.key_id, c.status),
+        (Some(1), Status::Active),
+        "the key stays"
+    );
+    assert!(
+        !store
+            .renew_certificate("BR1", "0A", "0D", at(1_900_000_000))
+            .unwrap(),
+        "the old serial lost the race"
+    );
+    store.revoke("BR1", at(1_700_000_200)).unwrap();
+    assert!(
+        !store
+            .renew_certificate("BR1", "0C", "0D", at(1_900_000_000))
+            .unwrap()
+    );
+}
+
 pub fn record(second: i64, facility: &str, outcome: &str, control_id: &str) -> AuditRecord {
     AuditRecord {
         at: at(second),
