@@ -540,6 +540,16 @@ async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: Socket
     let _ = stream.shutdown().await;
 }
 
+/// How long the certificate `der` is valid from `now` (zero when it has expired);
+/// `None` when it cannot be read (authentication refuses it then anyway).
+fn time_left(der: &[u8], now: jiff::Timestamp) -> Option<Duration> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let not_after = cert.validity().not_after.timestamp();
+    let left = not_after.saturating_sub(now.as_second());
+    Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+}
+
 /// An audit record of a security event for `facility` at `address`, to be completed.
 fn security_record(facility: &str, address: &SocketAddr) -> crate::gard::AuditRecord {
     crate::gard::AuditRecord {
@@ -596,6 +606,8 @@ async fn session(
     let mut reader = FrameReader::new(reader, limits.max_frame_bytes);
     let writer = Arc::new(FrameWriter::new(writer));
 
+    // The connection ends when its certificate expires, however busy it is.
+    let expires_in = time_left(&certificate, jiff::Timestamp::now());
     let gard = state.gard.clone();
     let authenticated = tokio::task::spawn_blocking(move || gard.authenticate(&certificate)).await;
     let peer = match authenticated {
@@ -641,8 +653,22 @@ async fn session(
     let mut transactions = JoinSet::new();
     let mut serving: Option<Arc<AppLink>> = None;
     let mut end = "closed by the client";
+    let expiry = tokio::time::sleep(expires_in.unwrap_or(Duration::from_secs(86_400 * 365 * 100)));
+    tokio::pin!(expiry);
     loop {
         let next = tokio::select! {
+            () = &mut expiry => {
+                transactions.abort_all();
+                let _ = writer.send(&Frame::Refused { id: 0, reason: Refusal::CertificateExpired }).await;
+                end = "certificate expired";
+                state.audit.security(
+                    &peer.facility,
+                    &address.to_string(),
+                    "expired",
+                    "live connection closed: its certificate expired".into(),
+                );
+                break;
+            }
             next = tokio::time::timeout(limits.idle_timeout, reader.next()) => next,
             () = until_true(&mut revoked) => {
                 transactions.abort_all();
@@ -1319,5 +1345,34 @@ async fn answer(
                 ),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_lasts_as_long_as_its_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap();
+        let now = jiff::Timestamp::now();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = x509_parser::time::ASN1Time::from_timestamp(now.as_second() + 90)
+            .unwrap()
+            .to_datetime();
+        let cert = params.self_signed(&key).unwrap();
+        let left = time_left(cert.der(), now).unwrap();
+        assert!(
+            left <= Duration::from_secs(90) && left >= Duration::from_secs(89),
+            "{left:?}"
+        );
+        let later = now + jiff::SignedDuration::from_secs(600);
+        assert_eq!(
+            time_left(cert.der(), later),
+            Some(Duration::ZERO),
+            "expired"
+        );
+        assert_eq!(time_left(b"not a certificate", now), None);
     }
 }
