@@ -31,3 +31,37 @@ fn the_volume5_examples_hold_the_invariants() {
         }
     }
 }
+
+#[path = "../fuzz/invariants/wire.rs"]
+mod wire;
+
+/// The inputs kept from the wire targets' corpora (`tests/data/fuzz-wire/<target>/`):
+/// findings and the inputs that reached the most code.
+#[test]
+fn wire_corpora_hold_the_invariants() {
+    type Check = fn(&[u8]);
+    let targets: [(&str, Check); 5] = [
+        ("frame_decode", wire::frame_decode),
+        ("envelope_open", wire::envelope_open),
+        ("hl7xfer", wire::hl7xfer),
+        ("mllp_decode", wire::mllp_decode),
+        ("config_load", wire::config_load),
+    ];
+    for (target, check) in targets {
+        let dir = format!(
+            "{}/tests/data/fuzz-wire/{target}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|e| e.unwrap().path())
+            .collect();
+        inputs.sort();
+        assert!(!inputs.is_empty(), "{dir} is empty");
+        for path in inputs {
+            let bytes = std::fs::read(&path).unwrap();
+            let outcome = std::panic::catch_unwind(|| check(&bytes));
+            assert!(outcome.is_ok(), "{} fails its invariants", path.display());
+        }
+    }
+}

@@ -117,3 +117,34 @@ fn readme_examples_print_what_it_shows() {
     }
     assert!(ran >= 3, "the README's examples were found ({ran})");
 }
+
+/// SECURITY.md names the tests that show each promise: they must exist.
+#[test]
+fn security_md_names_tests_that_exist() {
+    let security = include_str!("../SECURITY.md");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = String::new();
+    for dir in ["tests", "src/gard", "src/gate", "src/client", "src/xfer"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut named = 0;
+    for piece in security.split('`').skip(1).step_by(2) {
+        let looks_like_test = piece.matches('_').count() >= 4
+            && piece
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if looks_like_test {
+            named += 1;
+            assert!(
+                sources.contains(&format!("fn {piece}(")),
+                "SECURITY.md names the test {piece}, which does not exist"
+            );
+        }
+    }
+    assert!(named >= 15, "only {named} tests named");
+}

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, read_toml, resolve};
+use crate::config::{ConfigError, parse_toml, read_toml, resolve};
 use crate::hl7::Message;
 use crate::transport::DEFAULT_MAX_FRAME;
 
@@ -252,7 +252,16 @@ struct RouteFile {
 impl GateConfig {
     /// Reads `gate.toml` at `path`; errors name the file and the key.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let file: GateFile = read_toml(path)?;
+        Self::from_parsed(read_toml(path)?, path)
+    }
+
+    /// Reads configuration text; relative paths in it are taken from `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let path = base_dir.join("gate.toml");
+        Self::from_parsed(parse_toml(text, Path::new("<inline gate.toml>"))?, &path)
+    }
+
+    fn from_parsed(file: GateFile, path: &Path) -> Result<Self, ConfigError> {
         let invalid = |key: &str, why: String| ConfigError::invalid(path, key, why);
         let listen = file
             .listen

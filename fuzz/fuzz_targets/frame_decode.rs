@@ -1,0 +1,9 @@
+//! Any bytes through `invariants::frame_decode` (see `fuzz/invariants/wire.rs`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../invariants/wire.rs"]
+mod invariants;
+
+fuzz_target!(|input: &[u8]| invariants::frame_decode(input));
