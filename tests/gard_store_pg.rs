@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common_pg::Postgres;
+use common_pg::{Postgres, copy_directory};
 use hnapi::gard::{
     AuditFilter, AuditKind, AuditRecord, AuthError, DuplicateKey, Gard, GardError, InitOptions,
     PostgresStore, Role, Status, Store, StoreConfig,
@@ -44,20 +44,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Copies a directory's files to `to`, keeping their modes: what an operator does to set
-/// up another gateway.
-fn copy_directory(from: &Path, to: &Path) {
-    fs::create_dir(to).unwrap();
-    fs::set_permissions(to, fs::Permissions::from_mode(0o700)).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        fs::copy(entry.path(), &target).unwrap();
-        let mode = entry.metadata().unwrap().permissions().mode();
-        fs::set_permissions(&target, fs::Permissions::from_mode(mode)).unwrap();
     }
 }
 

@@ -7,28 +7,15 @@ mod common;
 mod common_pg;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{FACILITY, get};
-use common_pg::Postgres;
+use common_pg::{Postgres, copy_directory};
 use hnapi::client::Client;
 use hnapi::gard::{Gard, InitOptions, Role, StoreConfig};
 use hnapi::gate::{Gate, GateConfig};
 use hnapi::hl7::NetworkCode;
-
-fn copy_directory(from: &Path, to: &Path) {
-    fs::create_dir(to).unwrap();
-    fs::set_permissions(to, fs::Permissions::from_mode(0o700)).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        fs::copy(entry.path(), &target).unwrap();
-        let mode = entry.metadata().unwrap().permissions().mode();
-        fs::set_permissions(&target, fs::Permissions::from_mode(mode)).unwrap();
-    }
-}
 
 /// Starts a gateway on the directory `gard`; returns its address and its stop switch.
 fn start_gate(

@@ -633,6 +633,26 @@ impl Gard {
         self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A client certificate for `facility` from its signing request, signed by the CA.
+    fn issue_client(
+        &self,
+        ca_pem: &str,
+        facility: &str,
+        csr_der: &[u8],
+        now: Timestamp,
+    ) -> Result<pki::Issued, RegisterError> {
+        let ca_key = files::read_private(&self.dir.join(files::CA_KEY))?;
+        let ca_key = std::str::from_utf8(&ca_key).map_err(|_| GardError::BadFile {
+            path: self.dir.join(files::CA_KEY),
+            expected: "a PEM private key",
+        })?;
+        match pki::issue_client(ca_pem, ca_key, facility, csr_der, now) {
+            Ok(issued) => Ok(issued),
+            Err(pki::IssueError::BadCsr) => Err(RegisterError::BadCsr),
+            Err(pki::IssueError::Gard(e)) => Err(e.into()),
+        }
+    }
+
     fn register_checked(
         &self,
         facility: &str,
@@ -660,16 +680,7 @@ impl Gard {
         }
 
         let ca_pem = self.ca_pem()?;
-        let ca_key = files::read_private(&self.dir.join(files::CA_KEY))?;
-        let ca_key = std::str::from_utf8(&ca_key).map_err(|_| GardError::BadFile {
-            path: self.dir.join(files::CA_KEY),
-            expected: "a PEM private key",
-        })?;
-        let issued = match pki::issue_client(&ca_pem, ca_key, facility, csr_der, now) {
-            Ok(issued) => issued,
-            Err(pki::IssueError::BadCsr) => return Err(RegisterError::BadCsr),
-            Err(pki::IssueError::Gard(e)) => return Err(e.into()),
-        };
+        let issued = self.issue_client(&ca_pem, facility, csr_der, now)?;
 
         let key_id = match state.key_id {
             None => 1,
@@ -724,17 +735,7 @@ impl Gard {
         }
         let previous = credential.cert_serial.ok_or(RegisterError::Refused)?;
         let now = Timestamp::now();
-        let ca_pem = self.ca_pem()?;
-        let ca_key = files::read_private(&self.dir.join(files::CA_KEY))?;
-        let ca_key = std::str::from_utf8(&ca_key).map_err(|_| GardError::BadFile {
-            path: self.dir.join(files::CA_KEY),
-            expected: "a PEM private key",
-        })?;
-        let issued = match pki::issue_client(&ca_pem, ca_key, facility, csr_der, now) {
-            Ok(issued) => issued,
-            Err(pki::IssueError::BadCsr) => return Err(RegisterError::BadCsr),
-            Err(pki::IssueError::Gard(e)) => return Err(e.into()),
-        };
+        let issued = self.issue_client(&self.ca_pem()?, facility, csr_der, now)?;
         if !self
             .store
             .renew_certificate(facility, &previous, &issued.serial, issued.not_after)?

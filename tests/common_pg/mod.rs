@@ -290,3 +290,18 @@ impl Drop for Postgres {
         let _ = fs::remove_dir_all(&self.root);
     }
 }
+
+/// Copies a directory's files with their modes, as an operator copies HNGard's
+/// directory to another gateway (`cp -a`).
+pub fn copy_directory(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir(to).unwrap();
+    fs::set_permissions(to, fs::Permissions::from_mode(0o700)).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        fs::copy(entry.path(), &target).unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode();
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
