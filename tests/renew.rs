@@ -158,6 +158,17 @@ fn the_operator_renews_from_a_csr() {
     assert_eq!(answer.network_error, None);
     assert_eq!(get(&answer.bytes, "MSA-1"), "AA");
 
+    let journal = Gard::open(&system.gard_dir())
+        .unwrap()
+        .audit(&AuditFilter::default())
+        .unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|r| r.code == "renewed" && r.detail.contains("by the operator")),
+        "{journal:?}"
+    );
+
     // A CSR that is not one, and an unknown facility, are refused clearly.
     std::fs::write(
         &csr_path,
