@@ -93,6 +93,30 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+impl AuditRecord {
+    /// A security event of `facility` from `peer`, now: `outcome` is `refused` (or
+    /// `renewed`), `code` names the event, `detail` says it for people.
+    pub fn security(facility: &str, peer: &str, outcome: &str, code: &str, detail: String) -> Self {
+        Self {
+            at: Timestamp::now(),
+            kind: AuditKind::Security,
+            facility: facility.to_owned(),
+            peer: peer.to_owned(),
+            sending_application: String::new(),
+            control_id: String::new(),
+            message_type: String::new(),
+            route: String::new(),
+            destination: String::new(),
+            outcome: outcome.to_owned(),
+            code: code.to_owned(),
+            latency_ms: 0,
+            request_bytes: 0,
+            answer_bytes: 0,
+            detail,
+        }
+    }
+}
+
 /// Which audit rows to read ([`Gard::audit`](super::Gard::audit)). Every condition given
 /// must hold; the default reads the whole journal.
 #[derive(Clone, Debug, Default)]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
-use crate::gard::{AuditKind, AuditRecord, Gard};
+use crate::gard::{AuditRecord, Gard};
 
 /// Records waiting for the writer, at most.
 pub const QUEUE: usize = 10_000;
@@ -59,23 +59,9 @@ impl AuditWriter {
     /// A security event: `code` names it (`certificate-refused`, `msh4-mismatch`,
     /// `bad-envelope`, `replay`, `revoked`, `expired`), `detail` says it for people.
     pub fn security(&self, facility: &str, peer: &str, code: &str, detail: String) {
-        self.record(AuditRecord {
-            at: jiff::Timestamp::now(),
-            kind: AuditKind::Security,
-            facility: facility.to_owned(),
-            peer: peer.to_owned(),
-            sending_application: String::new(),
-            control_id: String::new(),
-            message_type: String::new(),
-            route: String::new(),
-            destination: String::new(),
-            outcome: "refused".to_owned(),
-            code: code.to_owned(),
-            latency_ms: 0,
-            request_bytes: 0,
-            answer_bytes: 0,
-            detail,
-        });
+        self.record(AuditRecord::security(
+            facility, peer, "refused", code, detail,
+        ));
     }
 
     /// Waits (up to `wait`) until everything queued so far is written.

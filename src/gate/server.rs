@@ -550,27 +550,6 @@ fn time_left(der: &[u8], now: jiff::Timestamp) -> Option<Duration> {
     Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
 }
 
-/// An audit record of a security event for `facility` at `address`, to be completed.
-fn security_record(facility: &str, address: &SocketAddr) -> crate::gard::AuditRecord {
-    crate::gard::AuditRecord {
-        at: jiff::Timestamp::now(),
-        kind: crate::gard::AuditKind::Security,
-        facility: facility.to_owned(),
-        peer: address.to_string(),
-        sending_application: String::new(),
-        control_id: String::new(),
-        message_type: String::new(),
-        route: String::new(),
-        destination: String::new(),
-        outcome: String::new(),
-        code: String::new(),
-        latency_ms: 0,
-        request_bytes: 0,
-        answer_bytes: 0,
-        detail: String::new(),
-    }
-}
-
 fn register_refusal(e: &RegisterError) -> Refusal {
     match e {
         RegisterError::Expired => Refusal::RegistrationExpired,
@@ -731,12 +710,13 @@ async fn session(
                             peer.facility,
                             renewal.not_after
                         );
-                        state.audit.record(crate::gard::AuditRecord {
-                            outcome: "renewed".into(),
-                            code: "renewed".into(),
-                            detail: format!("new certificate valid until {}", renewal.not_after),
-                            ..security_record(&peer.facility, &address)
-                        });
+                        state.audit.record(crate::gard::AuditRecord::security(
+                            &peer.facility,
+                            &address.to_string(),
+                            "renewed",
+                            "renewed",
+                            format!("new certificate valid until {}", renewal.not_after),
+                        ));
                         Frame::RenewResponse {
                             certificate_pem: renewal.certificate_pem,
                         }
@@ -1000,7 +980,8 @@ async fn transaction(
     }
 
     let client_timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
-    let limits = state.settings().config.limits.clone();
+    let settings = state.settings();
+    let limits = &settings.config.limits;
     let (answer, outcome) = if limits.rate_limit_per_sec > 0.0
         && !state.within_rate(
             &peer.facility,
@@ -1020,7 +1001,7 @@ async fn transaction(
         envelope::now_ms(),
         &answer,
     );
-    let summary = Summary::of(&state.settings().config, &opened.plaintext, &answer);
+    let summary = Summary::of(&settings.config, &opened.plaintext, &answer);
     let latency = started.elapsed();
     state
         .metrics
@@ -1120,12 +1101,7 @@ impl Summary {
         let reply = Message::parse(answer).ok();
         let msa = |n| reply.as_ref().and_then(|m| m.raw(&Path::new(*b"MSA", n)));
         let code = msa(3)
-            .and_then(|t| t.get(..8))
-            .filter(|c| {
-                c[..4].iter().all(u8::is_ascii_uppercase)
-                    && c[4..7].iter().all(u8::is_ascii_digit)
-                    && c[7].is_ascii_uppercase()
-            })
+            .and_then(hl7::condition_code)
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .unwrap_or_default();
         Self {

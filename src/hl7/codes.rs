@@ -54,6 +54,16 @@ pub enum NetworkCode {
     Hnps009E,
 }
 
+/// The condition code that starts an MSA-3 (`TXFR024E…`, `HNHR517E…`): four capitals,
+/// three digits and a severity letter. `None` when MSA-3 does not start with one.
+pub fn condition_code(msa3: &[u8]) -> Option<&[u8]> {
+    msa3.get(..8).filter(|c| {
+        c[..4].iter().all(u8::is_ascii_uppercase)
+            && c[4..7].iter().all(u8::is_ascii_digit)
+            && c[7].is_ascii_uppercase()
+    })
+}
+
 impl NetworkCode {
     /// Every code, in the order of the README table.
     pub const ALL: &'static [NetworkCode] = &[

@@ -45,7 +45,7 @@ pub use check::{
     Finding, FindingKind, RESERVED_MESSAGE_TYPES, Severity, check, phn_check_digit, phn_error,
     reserved_message_type,
 };
-pub use codes::NetworkCode;
+pub use codes::{NetworkCode, condition_code};
 pub use delimiters::{DelimiterError, Delimiters};
 pub use message::{Message, ParseError, Segment, Value, split_messages};
 pub use path::{MAX_INDEX, Path, PathError};

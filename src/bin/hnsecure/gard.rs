@@ -597,26 +597,16 @@ fn renew(
         .renew(id, &der)
         .map_err(|e| Failure::Input(Some(format!("facility {id}: {e}"))))?;
     // Journaled as the gateway journals an online renewal.
-    let journaled = gard.record_audit(&[hnapi::gard::AuditRecord {
-        at: jiff::Timestamp::now(),
-        kind: hnapi::gard::AuditKind::Security,
-        facility: id.to_owned(),
-        peer: String::new(),
-        sending_application: String::new(),
-        control_id: String::new(),
-        message_type: String::new(),
-        route: String::new(),
-        destination: String::new(),
-        outcome: "renewed".into(),
-        code: "renewed".into(),
-        latency_ms: 0,
-        request_bytes: 0,
-        answer_bytes: 0,
-        detail: format!(
+    let journaled = gard.record_audit(&[hnapi::gard::AuditRecord::security(
+        id,
+        "",
+        "renewed",
+        "renewed",
+        format!(
             "renewed by the operator from a CSR; valid until {}",
             renewal.not_after
         ),
-    }]);
+    )]);
     if let Err(e) = journaled {
         eprintln!("warning: the renewal was not journaled: {e}");
     }

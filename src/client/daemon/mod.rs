@@ -338,14 +338,6 @@ fn loggable(raw: Option<&[u8]>) -> String {
     }
 }
 
-/// Four capitals, three digits and a severity letter: `TXFR024E`, `HJMB001I`.
-fn looks_like_code(c: &[u8]) -> bool {
-    c.len() == 8
-        && c[..4].iter().all(u8::is_ascii_uppercase)
-        && c[4..7].iter().all(u8::is_ascii_digit)
-        && c[7].is_ascii_uppercase()
-}
-
 /// The one log line of a transaction: peer, control id, message type, outcome
 /// (the answer's MSA-1, and the code when the daemon answered itself), latency.
 fn log_transaction(
@@ -361,10 +353,7 @@ fn log_transaction(
     let msa = |n| reply.as_ref().and_then(|m| m.raw(&Path::new(*b"MSA", n)));
     let mut outcome = msa(1).map_or_else(|| "-".to_owned(), |v| loggable(Some(v)));
     // The condition code that starts MSA-3 (`TXFR024E…`, `HNHR517E…`), never its text.
-    if let Some(code) = msa(3)
-        .and_then(|t| t.get(..8))
-        .filter(|c| looks_like_code(c))
-    {
+    if let Some(code) = msa(3).and_then(crate::hl7::condition_code) {
         outcome.push(' ');
         outcome.push_str(&String::from_utf8_lossy(code));
     }
