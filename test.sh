@@ -124,6 +124,10 @@ gcc -Wall -Wextra -Werror -std=c11 examples/c/send.c $(pkg-config --cflags hnapi
   $(pkg-config --static --libs hnapi | sed 's/-L[^ ]*//g; s/-lhnapi//') -o "$work/send-static"
 if ldd "$work/send-static" | grep -q libhnapi; then echo "send-static links libhnapi dynamically"; exit 1; fi
 LD_LIBRARY_PATH="$lib" "$work/send" "$client_toml" tests/data/v5_2_5_4_request.hl7 | tee "$work/send.out"
+# shellcheck disable=SC2046
+gcc -Wall -Wextra -Werror -std=c11 examples/c/footprint.c $(pkg-config --cflags --libs hnapi) -o "$work/footprint"
+LD_LIBRARY_PATH="$lib" "$work/footprint" "$client_toml" | tee "$work/footprint.out"
+grep -Eq '^after_first_transaction rss_kib=[0-9]+ threads=[0-9]+$' "$work/footprint.out"
 grep -q "^MSA|AA|20010915000017|" "$work/send.out"
 "$work/send-static" "$client_toml" tests/data/v5_2_5_5_request.hl7 | grep -q "^MSA|AA|19980915000020|"
 LD_LIBRARY_PATH="$lib" "$work/server" "$server_toml" 1 > "$work/server.out" &
@@ -147,6 +151,10 @@ bash tests/java/run.sh "$lib" "$client_toml" "$server_toml"
 
 step "Rust example"
 cargo run --locked --quiet --example send -- "$client_toml" tests/data/v5_2_5_4_request.hl7 | tr '\r' '\n' | grep -q "^MSA|AA|"
+
+step "load and scale programs, short runs (the README's figures come from their release builds)"
+target/debug/examples/load --quick
+target/debug/examples/scale --quick
 
 step "client daemon: python-hl7's MLLP client, and the C example in legacy mode"
 if have apt-get; then
