@@ -17,13 +17,16 @@
 //! Sender and gateway share this machine's cores, so the figure that compares is CPU time
 //! per transaction (the whole process's user + system time, from /proc/self/stat).
 
+#[path = "../examples/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use hnapi::client::{AsyncClient, ClientConfig};
 use hnapi::envelope::{self, Direction, MasterKey};
-use hnapi::hl7;
 use hnapi::sandbox::{Sandbox, SandboxOptions};
-use hnapi::transport::{self, Frame, read_frame, tls};
+use hnapi::transport::{self, Frame, read_frame};
+use support::message;
 use tokio::io::AsyncWriteExt;
 
 struct Options {
@@ -67,38 +70,9 @@ fn options() -> Options {
     o
 }
 
-/// Process CPU time (user + system) so far, from /proc/self/stat; zero where unavailable.
+/// This process's CPU time (user + system) so far.
 fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
-}
-
-/// A request of about `size` bytes to `application` from the sandbox's facility.
-fn message(application: &str, size: usize) -> Vec<u8> {
-    let mut m = format!(
-        "MSH|^~\\&|BENCH|BC00000098|{application}|BC0003000|{}|BENCH|R03|{}|D|2.3\rPID||9029274643^^^BC^PH\r",
-        hl7::now_pacific(),
-        hl7::new_control_id()
-    );
-    let mut n = 0;
-    while m.len() + 90 < size {
-        n += 1;
-        m.push_str(&format!(
-            "NTE|{n}||FILLER TEXT SO THAT THE MESSAGE IS AS LARGE AS THE BENCHMARK ASKS {n:06}\r"
-        ));
-    }
-    while m.len() + 1 < size {
-        m.push('X');
-    }
-    m.push('\r');
-    m.into_bytes()
+    support::cpu_time(std::process::id())
 }
 
 #[derive(Default)]
@@ -216,28 +190,7 @@ async fn echo_server(
 }
 
 async fn reference(senders: usize, duration: Duration, size: usize) -> Run {
-    // A CA, a server certificate and a client certificate, as HNGard would make them.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf = |names: Vec<String>| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        (
-            vec![cert.der().clone()],
-            tls::private_key_from_pem(key.serialize_pem().as_bytes()).unwrap(),
-        )
-    };
-    let (server_chain, server_key) = leaf(vec!["127.0.0.1".into()]);
-    let (client_chain, client_key) = leaf(vec!["client".into()]);
-    let ca = vec![ca_cert.der().clone()];
-    let server = tls::server_config(server_chain, server_key, &ca).unwrap();
-    let client = tls::client_config(&ca, Some((client_chain, client_key))).unwrap();
+    let (server, client) = support::tls_pair();
 
     let key = MasterKey::generate(1).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

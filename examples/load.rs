@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use hnapi::client::{AsyncClient, ClientConfig};
 use hnapi::envelope::{self, Direction, MasterKey};
 use hnapi::hl7;
-use hnapi::transport::{self, tls};
+use hnapi::transport;
 use hnapi::xfer::mllp::{self, MllpReader};
 use support::{FACILITY, Proc, cpu_time, field, message, quantile_ms, reset_peak, status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -638,27 +638,7 @@ async fn failover(system: &System, options: &Options) -> Vec<String> {
 /// loopback (TLS 1.3, ECDSA P-256, mutual authentication, as the gateway's), each echoing
 /// `size`-byte frames one at a time. Returns transactions a second and the p50 in ms.
 async fn tls_echo(connections: usize, duration: Duration, size: usize) -> (f64, f64) {
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf = |names: Vec<String>| {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(names)
-            .expect("leaf")
-            .signed_by(&key, &issuer)
-            .expect("leaf");
-        (
-            vec![cert.der().clone()],
-            tls::private_key_from_pem(key.serialize_pem().as_bytes()).expect("key"),
-        )
-    };
-    let (server_chain, server_key) = leaf(vec!["127.0.0.1".into()]);
-    let (client_chain, client_key) = leaf(vec!["client".into()]);
-    let ca = vec![ca_cert.der().clone()];
-    let server = tls::server_config(server_chain, server_key, &ca).expect("server");
-    let client = tls::client_config(&ca, Some((client_chain, client_key))).expect("client");
+    let (server, client) = support::tls_pair();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("listener");

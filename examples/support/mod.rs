@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hnapi::hl7::{self, Message};
 use hnapi::sandbox::{Sandbox, SandboxOptions};
+use hnapi::transport::tls;
 
 /// The facility the sandbox registers, as every request's MSH-4.
 pub const FACILITY: &str = "BC00000098";
@@ -231,4 +233,33 @@ pub fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
+}
+
+/// A TLS configuration pair as HNGard makes them (a CA, a server certificate for
+/// 127.0.0.1, a client certificate; ECDSA P-256, TLS 1.3, mutual authentication) for
+/// the reference servers the figures are compared with.
+pub fn tls_pair() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("leaf")
+            .signed_by(&key, &issuer)
+            .expect("leaf");
+        (
+            vec![cert.der().clone()],
+            tls::private_key_from_pem(key.serialize_pem().as_bytes()).expect("key"),
+        )
+    };
+    let (server_chain, server_key) = leaf(vec!["127.0.0.1".into()]);
+    let (client_chain, client_key) = leaf(vec!["client".into()]);
+    let ca = vec![ca_cert.der().clone()];
+    (
+        tls::server_config(server_chain, server_key, &ca).expect("server"),
+        tls::client_config(&ca, Some((client_chain, client_key))).expect("client"),
+    )
 }
