@@ -12,8 +12,8 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::transport::{
-    self, ClientStream, ConnectError, Frame, FrameReader, FrameWriter, Refusal, read_frame,
-    until_true,
+    self, ClientStream, ConnectError, Frame, FrameError, FrameReader, FrameWriter, Refusal,
+    read_frame, until_true,
 };
 
 /// What became of one request on a connection.
@@ -309,9 +309,14 @@ async fn verdict(
         Ok(Ok(Some(Frame::Accepted))) => Ok(()),
         Ok(Ok(Some(Frame::Refused { reason, .. }))) => Err(OpenError::Refused(reason.to_string())),
         Ok(Ok(Some(other))) => Err(OpenError::Refused(format!("unexpected frame {other:?}"))),
-        Ok(Ok(None)) => Err(OpenError::Refused(
-            "the gateway closed the connection".into(),
-        )),
+        // The connection ended before a verdict: lost, not refused (a refusal is a frame,
+        // or a TLS alert, which reads as `InvalidData`).
+        Ok(Ok(None) | Err(FrameError::TruncatedLength | FrameError::TruncatedBody)) => Err(
+            OpenError::Unreachable(ConnectError::Lost(std::io::ErrorKind::UnexpectedEof.into())),
+        ),
+        Ok(Err(FrameError::Io(e))) if e.kind() != std::io::ErrorKind::InvalidData => {
+            Err(OpenError::Unreachable(ConnectError::Lost(e)))
+        }
         Ok(Err(e)) => Err(OpenError::Refused(e.to_string())),
         Err(_) => Err(OpenError::Unreachable(ConnectError::Timeout)),
     }

@@ -38,6 +38,9 @@ pub enum ConnectError {
     /// The TLS handshake failed: the gateway's certificate is not trusted, or the gateway
     /// refused ours, or it does not speak TLS 1.3.
     Handshake(std::io::Error),
+    /// The connection was closed or reset in the middle of the TLS handshake: the network
+    /// (or a gateway at its connection limit) failed, not TLS.
+    Lost(std::io::Error),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -47,6 +50,7 @@ impl std::fmt::Display for ConnectError {
             Self::Unreachable(e) => write!(f, "gateway unreachable: {e}"),
             Self::Timeout => f.write_str("connecting to the gateway timed out"),
             Self::Handshake(e) => write!(f, "TLS handshake with the gateway failed: {e}"),
+            Self::Lost(e) => write!(f, "connection lost during the TLS handshake: {e}"),
         }
     }
 }
@@ -74,7 +78,7 @@ pub async fn connect(
                     return TlsConnector::from(config.clone())
                         .connect(name.clone(), tcp)
                         .await
-                        .map_err(ConnectError::Handshake);
+                        .map_err(handshake_error);
                 }
                 Err(e) => last = Some(e),
             }
@@ -87,6 +91,17 @@ pub async fn connect(
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or(Err(ConnectError::Timeout))
+}
+
+/// What a failed TLS handshake means: tokio-rustls reports what TLS itself refused
+/// (a certificate, an alert, a malformed or altered record) as `InvalidData`; any other
+/// kind is the connection ending under it (EOF, reset), which says nothing about TLS.
+fn handshake_error(e: std::io::Error) -> ConnectError {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        ConnectError::Handshake(e)
+    } else {
+        ConnectError::Lost(e)
+    }
 }
 
 /// The sending side of a connection, shared by every task that answers or asks on it.
