@@ -909,3 +909,131 @@ fn the_client_daemon_process_survives_many_faults_and_its_memory_returns() {
     until_answered("the daemon after the faults", |req| mllp_send(mllp, req));
     assert!(daemon.child.try_wait().unwrap().is_none());
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. A server application and the gateway
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_gateway_names_every_fault_between_it_and_a_server_application() {
+    let system = System::start("faults-serverapp");
+    let proxy = Proxy::start(system.sandbox().addr());
+    let config = system.dir.join("server-faults.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "facility = \"{}\"\ncredential = \"server-credential.toml\"\ngateways = [\"{}\"]\n\
+             applications = [\"HNAPI-DEMO\"]\nconnect_timeout_secs = 2\n",
+            hnapi::sandbox::SERVER_FACILITY,
+            proxy.addr()
+        ),
+    )
+    .unwrap();
+    let server = Arc::new(hnapi::client::Server::open_file(&config).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let serving = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(Some(request)) = server.receive(Duration::from_millis(100)) {
+                    let control = get(&request.bytes, "MSH-10");
+                    let ack = format!(
+                        "MSH|^~\\&|HNAPI-DEMO|BC00000099|TEST|{FACILITY}|20261123120000||ACK|A{control}|P|2.3\rMSA|AA|{control}\r"
+                    );
+                    // An answer whose connection is gone is refused; the sender hears
+                    // the gateway's AR instead.
+                    let _ = server.respond(request.id, ack.as_bytes());
+                }
+            }
+        })
+    };
+    // The sender talks to the gateway directly, with the short timeout.
+    let client = Client::open_file(&client_toml(&system, system.sandbox().addr(), "")).unwrap();
+    let demo = || request("HNAPI-DEMO", "R03", "PID||9029274643^^^BC^PH\r");
+    let send = |req: &[u8]| client.send_receive(req, None).unwrap().bytes;
+    let until_served = |what: &str| {
+        let started = Instant::now();
+        loop {
+            let req = demo();
+            let answer = send(&req);
+            if get(&answer, "MSA-1") == "AA" {
+                check(
+                    what,
+                    &req,
+                    &answer,
+                    Expect::Answered,
+                    Duration::ZERO,
+                    Duration::MAX,
+                );
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{what}: still {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let gate_ar = Expect::Ar("HNGATE", NetworkCode::Txfr024E);
+    // Toward the server application ("down") goes the request; back comes its answer.
+    let cases = [
+        case(
+            "delay 200 ms",
+            Fault::Delay(Duration::from_millis(200)),
+            Expect::Answered,
+        ),
+        case("stall", Fault::Stall, gate_ar),
+        Case {
+            name: "cut the request",
+            up: Fault::Pass,
+            down: Fault::CutAfter(20),
+            expect: gate_ar,
+        },
+        Case {
+            name: "reset the request",
+            up: Fault::Pass,
+            down: Fault::Reset(20),
+            expect: gate_ar,
+        },
+        Case {
+            name: "corrupt the request",
+            up: Fault::Pass,
+            down: Fault::Corrupt(20),
+            expect: gate_ar,
+        },
+        Case {
+            name: "cut the answer",
+            up: Fault::CutAfter(20),
+            down: Fault::Pass,
+            expect: gate_ar,
+        },
+        Case {
+            name: "corrupt the answer",
+            up: Fault::Corrupt(20),
+            down: Fault::Pass,
+            expect: gate_ar,
+        },
+    ];
+    for case in cases {
+        proxy.set(Fault::Pass);
+        until_served(case.name);
+        proxy.set_each(case.up, case.down);
+        let req = demo();
+        let started = Instant::now();
+        let answer = send(&req);
+        show(case.name, &answer, started.elapsed());
+        check(
+            case.name,
+            &req,
+            &answer,
+            case.expect,
+            started.elapsed(),
+            TIMEOUT + ONE_SECOND,
+        );
+        proxy.set(Fault::Pass);
+        until_served(case.name);
+    }
+    stop.store(true, Ordering::Relaxed);
+    serving.join().unwrap();
+}
