@@ -80,8 +80,9 @@ pub struct AuditRecord {
     /// MSA-1 of the answer (`AA`, `AE`, `AR`), or `refused` for a security event.
     pub outcome: String,
     /// The answer's code, e.g. `TXFR024E`, `VLDT008E`, `HNHR517E`; for a security event
-    /// its name: `certificate-refused`, `msh4-mismatch`, `bad-envelope`, `replay`,
-    /// `revoked`, `expired`.
+    /// its name: `certificate-refused`, `msh4-mismatch`, `bad-envelope`, `bad-frame`,
+    /// `replay`, `revoked`, `expired`, `registration-refused`, `registration-limited`,
+    /// `not-authenticated`, `registered`, `renewed`.
     pub code: String,
     /// Milliseconds from the request to the answer.
     pub latency_ms: u64,

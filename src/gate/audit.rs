@@ -57,7 +57,9 @@ impl AuditWriter {
     }
 
     /// A security event: `code` names it (`certificate-refused`, `msh4-mismatch`,
-    /// `bad-envelope`, `replay`, `revoked`, `expired`), `detail` says it for people.
+    /// `bad-envelope`, `bad-frame`, `replay`, `revoked`, `expired`,
+    /// `registration-refused`, `registration-limited`, `not-authenticated`), `detail`
+    /// says it for people.
     pub fn security(&self, facility: &str, peer: &str, code: &str, detail: String) {
         self.record(AuditRecord::security(
             facility, peer, "refused", code, detail,

@@ -446,6 +446,14 @@ async fn handle_connection(
         Ok(Err(e)) => {
             log::info!("TLS handshake with {peer} failed: {e}");
             state.metrics.refused(Refused::Handshake);
+            if let Some(code) = refused_certificate(&e) {
+                state.audit.security(
+                    "",
+                    &peer.to_string(),
+                    code,
+                    format!("TLS handshake refused the client certificate: {e}"),
+                );
+            }
             return;
         }
         Err(_) => {
@@ -464,6 +472,23 @@ async fn handle_connection(
         None => registration(state, stream, peer).await,
         Some(der) => session(state, stream, der, peer, stopping).await,
     }
+}
+
+/// The audit code of a TLS handshake that failed on the client's certificate (one that
+/// does not chain to HNGard's CA, has expired, or cannot be read); `None` for any other
+/// failure — no TLS at all, an old version, a connection dropped half-way — which the
+/// log and the metrics count but the journal does not (a port scan would fill it).
+fn refused_certificate(e: &std::io::Error) -> Option<&'static str> {
+    use rustls::CertificateError;
+    let rustls::Error::InvalidCertificate(why) = e.get_ref()?.downcast_ref::<rustls::Error>()?
+    else {
+        return None;
+    };
+    Some(match why {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+        CertificateError::Revoked => "revoked",
+        _ => "certificate-refused",
+    })
 }
 
 /// A connection without a certificate: one registration, then close.
@@ -505,6 +530,13 @@ async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: Socket
                         "facility {who} registered from {peer} (key id {})",
                         registration.key.id()
                     );
+                    state.audit.record(crate::gard::AuditRecord::security(
+                        &who,
+                        &peer.to_string(),
+                        "registered",
+                        "registered",
+                        format!("registered (key id {})", registration.key.id()),
+                    ));
                     Frame::RegisterResponse {
                         certificate_pem: registration.certificate_pem,
                         ca_pem: registration.ca_pem,
@@ -514,6 +546,22 @@ async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: Socket
                 }
                 Ok(Err(e)) => {
                     log::warn!("registration of {who} from {peer} refused: {e}");
+                    let code = match e {
+                        RegisterError::RateLimited => Some("registration-limited"),
+                        RegisterError::Store(_) => None,
+                        _ => Some("registration-refused"),
+                    };
+                    if let Some(code) = code {
+                        // The id is the sender's claim: journaled only when it is one.
+                        let claimed = if crate::gard::check_facility_id(&who).is_ok() {
+                            who.as_str()
+                        } else {
+                            ""
+                        };
+                        state
+                            .audit
+                            .security(claimed, &peer.to_string(), code, e.to_string());
+                    }
                     Frame::Refused {
                         id: 0,
                         reason: register_refusal(&e),
@@ -530,6 +578,12 @@ async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: Socket
         }
         other => {
             log::warn!("{peer} sent {other:?} without a client certificate; refused");
+            state.audit.security(
+                "",
+                &peer.to_string(),
+                "not-authenticated",
+                "a frame other than a registration without a client certificate".into(),
+            );
             Frame::Refused {
                 id: 0,
                 reason: Refusal::NotAuthenticated,
@@ -798,6 +852,12 @@ async fn session(
             }
             Ok(Err(e)) => {
                 log::warn!("facility {} from {address}: {e}; closing", peer.facility);
+                state.audit.security(
+                    &peer.facility,
+                    &address.to_string(),
+                    "bad-frame",
+                    format!("connection closed: {e}"),
+                );
                 end = "frame error";
                 break;
             }

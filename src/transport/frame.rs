@@ -659,11 +659,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.reserve(want - have);
             }
             // Into the spare capacity: nothing is zeroed, and a cancelled read loses nothing.
-            let n = self
-                .reader
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(FrameError::Io)?;
+            let n = match self.reader.read_buf(&mut self.buf).await {
+                Ok(n) => n,
+                // A TLS peer gone without its close_notify, in the middle of a frame: the
+                // frame was cut all the same, and is told apart from a peer that left
+                // between frames.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && have > 0 => 0,
+                Err(e) => return Err(FrameError::Io(e)),
+            };
             if n == 0 {
                 return match have {
                     0 => Ok(None),
@@ -823,6 +826,41 @@ mod tests {
         assert!(matches!(
             short.next().await,
             Err(FrameError::TruncatedLength)
+        ));
+    }
+
+    /// A stream that fails as a TLS stream does when its peer leaves without close_notify.
+    struct GoneWithoutCloseNotify;
+
+    impl AsyncRead for GoneWithoutCloseNotify {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_gone_mid_frame_without_close_notify_cut_the_frame() {
+        let mut wire = Vec::new();
+        Frame::Ping { id: 1 }.encode(&mut wire);
+        let cut = |n: usize| FrameReader::new(wire[..n].chain(GoneWithoutCloseNotify), 100);
+        assert!(matches!(
+            cut(2).next().await,
+            Err(FrameError::TruncatedLength)
+        ));
+        assert!(matches!(
+            cut(6).next().await,
+            Err(FrameError::TruncatedBody)
+        ));
+        // Between frames it is the stream's own error, as before: the peer just left.
+        let mut between = cut(wire.len());
+        assert_eq!(between.next().await.unwrap(), Some(Frame::Ping { id: 1 }));
+        assert!(matches!(
+            between.next().await,
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof
         ));
     }
 

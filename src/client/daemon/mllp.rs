@@ -50,6 +50,9 @@ enum Next {
     Stopping,
     /// The engine stopped sending in the middle of a message.
     Stalled,
+    /// The engine sent a message so slowly that it did not arrive within the
+    /// transaction's time (a peer dribbling a byte at a time).
+    TooSlow,
     Failed(MllpReadError),
 }
 
@@ -61,9 +64,19 @@ async fn next<R: AsyncRead + Unpin>(
     let mut seen = reader.bytes_read();
     // Shutdown closes an engine's connection between messages, not in the middle of one.
     let mut watch_stop = true;
+    // A message, once begun, must arrive whole within the transaction's time, as an
+    // HL7Xfer request must: each read within the read timeout is not enough, since a peer
+    // that dribbles a byte at a time would hold the connection for ever. The begin is
+    // known to within one read timeout: the start of the wait in which it was first seen.
+    let mut began: Option<Instant> = None;
     loop {
+        let waiting_since = Instant::now();
+        let by = match began {
+            Some(began) => (began + state.timeout).min(waiting_since + state.listen.read_timeout),
+            None => waiting_since + state.listen.read_timeout,
+        };
         tokio::select! {
-            read = tokio::time::timeout(state.listen.read_timeout, reader.next()) => match read {
+            read = tokio::time::timeout_at(by.into(), reader.next()) => match read {
                 Ok(Ok(Some(message))) => return Next::Message(message),
                 Ok(Ok(None)) => return Next::Closed,
                 Ok(Err(e)) => return Next::Failed(e),
@@ -71,8 +84,13 @@ async fn next<R: AsyncRead + Unpin>(
                     // Idle between messages is normal for an engine; silence in the
                     // middle of one is not.
                     let progress = reader.bytes_read();
-                    if !reader.is_between_frames() && progress == seen {
-                        return Next::Stalled;
+                    if !reader.is_between_frames() {
+                        if progress == seen {
+                            return Next::Stalled;
+                        }
+                        if began.get_or_insert(waiting_since).elapsed() >= state.timeout {
+                            return Next::TooSlow;
+                        }
                     }
                     seen = progress;
                 }
@@ -109,6 +127,13 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 let error = format!(
                     "stopped sending in the middle of a message for {} s",
                     state.listen.read_timeout.as_secs()
+                );
+                return refuse(state, reader, writer, peer, NetworkCode::Txfr039E, &error).await;
+            }
+            Next::TooSlow => {
+                let error = format!(
+                    "took more than {} s to send one message",
+                    state.timeout.as_secs()
                 );
                 return refuse(state, reader, writer, peer, NetworkCode::Txfr039E, &error).await;
             }
