@@ -1085,6 +1085,45 @@ fn a_registration_code_works_once_over_the_network() {
             ("refused", "registration-refused")
         ]
     );
+    // Without a certificate, only a registration may be sent: anything else is refused
+    // and journaled.
+    let ca = Credential::read(&system.credential())
+        .unwrap()
+        .tls_parts()
+        .unwrap()
+        .ca;
+    let (local, answer) = system.runtime.block_on(async {
+        let config = tls::client_config(&ca, None).unwrap();
+        let mut stream = transport::connect(&system.addr(), config, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let local = stream.get_ref().0.local_addr().unwrap();
+        write_frame(
+            &mut stream,
+            &Frame::Request {
+                id: 1,
+                timeout_ms: 5000,
+                envelope: sealed_request(&credential, &echo()),
+            },
+        )
+        .await
+        .unwrap();
+        let answer = read_frame(&mut stream, transport::DEFAULT_MAX_FRAME).await;
+        (local, answer.unwrap())
+    });
+    assert_eq!(
+        answer,
+        Some(Frame::Refused {
+            id: 0,
+            reason: Refusal::NotAuthenticated
+        })
+    );
+    let row = row_from(&system.gard_dir(), local);
+    assert_eq!(
+        (row.facility.as_str(), row.code.as_str()),
+        ("", "not-authenticated")
+    );
+
     // The first registration's credential still works: the refused reuse changed nothing.
     let path = system.dir.join("second.toml");
     credential.write(&path).unwrap();
@@ -1189,12 +1228,23 @@ fn ten_thousand_connections_opened_and_abandoned() {
         let client = client.clone();
         Measured::start(move || send_echo(&client))
     };
+    let measured_new = {
+        // A new connection, a new TLS handshake, for every request.
+        let config = client_config.clone();
+        Measured::start(move || {
+            let started = Instant::now();
+            send_echo(&Client::open_file(&config).unwrap());
+            started.elapsed()
+        })
+    };
 
     // 10,000 connections in batches of 500; every other one sends half a ClientHello,
     // the rest nothing; half are abandoned at once, half held until the gateway closes
     // them. Each batch opens all at once, and the next starts when the gateway has taken
-    // the last from its accept queue: beyond that queue (1024) the kernel drops
-    // connections the gateway never sees, which then linger half-open on our side.
+    // the last from its accept queue: beyond that queue (1024, `BACKLOG` in
+    // src/gate/server.rs) the kernel drops SYNs, and connections the gateway never sees
+    // may linger half-open on our side. (With the standard library's queue of 128 a
+    // batch did overflow it, and this test failed: "the gateway stopped accepting".)
     const N: usize = 10_000;
     const BATCH: usize = 500;
     let hello = client_hello(&system, &gate.addr);
@@ -1279,11 +1329,16 @@ fn ten_thousand_connections_opened_and_abandoned() {
     println!("gateway fds afterwards: {fds} (baseline {baseline})");
     assert!(fds <= baseline + 5, "{fds} open, {baseline} before");
 
-    let max = measured.finish("connected client during 10,000 connections");
-    assert!(
-        max < Duration::from_secs(5),
-        "answered within the handshake timeout: {max:?}"
-    );
+    let maxima = [
+        measured.finish("connected client during 10,000 connections"),
+        measured_new.finish("a new connection each time during 10,000 connections"),
+    ];
+    for max in maxima {
+        assert!(
+            max < Duration::from_secs(5),
+            "answered within the handshake timeout: {max:?}"
+        );
+    }
     assert_eq!(
         gate.child.try_wait().unwrap(),
         None,

@@ -207,9 +207,7 @@ impl Gate {
         let material = gard.server_material().map_err(GateError::Gard)?;
         let server = tls::server_config(material.chain, material.key, &[material.ca])
             .map_err(GateError::Tls)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| GateError::Bind(config.listen, e))?;
+        let listener = listen(config.listen).map_err(|e| GateError::Bind(config.listen, e))?;
         let replay = ReplayGuard::new(config.limits.envelope_window, config.limits.replay_capacity);
         let mllp = MllpDestinations::new(&config.routes, config.limits.max_frame_bytes, None)
             .map_err(GateError::Destination)?;
@@ -372,6 +370,27 @@ impl Gate {
         log::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// Connections the kernel keeps for the accept loop to take (Linux caps it at
+/// `net.core.somaxconn`). The standard library's 128 overflows in a burst of connections,
+/// and the kernel then drops SYNs: every sender caught in it, well-behaved or not, waits
+/// a second for its SYN to be sent again.
+const BACKLOG: u32 = 1024;
+
+/// The secure port's listening socket, with room for a burst of connections.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As the standard library does on Unix, so that a restarted gateway binds at once; on
+    // Windows it would let another process take the port over.
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Replaces a running gateway's configuration (see [`Gate::reloader`]).
