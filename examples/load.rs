@@ -557,7 +557,7 @@ async fn run(options: &Options, dir: &Path) -> Result<(), Vec<String>> {
             echo.0, echo.1
         );
         println!(
-            "  the system ran at {:.0}% of the envelope's ceiling and {:.0}% of the TLS echo's",
+            "  the system ran at {:.0}% of the envelope's ceiling and {:.1}% of the TLS echo's",
             100.0 * records.len() as f64 / elapsed.as_secs_f64() / env,
             100.0 * records.len() as f64 / elapsed.as_secs_f64() / echo.0
         );

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo build --release --bin hnsecure --example scale
-//! target/release/examples/scale [--steps 1000,10000] [--quick]
+//! target/release/examples/scale [--steps 1000,10000] [--rounds 2] [--quick]
 //! ```
 //!
 //! It makes HNGard's directory and registers a facility, starts a gateway as its own
@@ -14,6 +14,8 @@
 //! gateway's resident memory, its growth per connection since the baseline, its threads
 //! and open files; then checks that a transaction is still answered at once, and that
 //! the gateway is back near its baseline of open files once the connections are closed.
+//! It does it all `--rounds` times (2), so that what the gateway keeps after closing
+//! them shows as kept for reuse (the second round needs no more) or leaked (it grows).
 //!
 //! Each process here may hold 20,000 files (`ulimit -n`); 10,000 connections take that
 //! many on each side, so the gateway is its own process. `--quick` (100 and 500
@@ -47,13 +49,14 @@ fn main() {
         None if quick => vec![100, 500],
         None => vec![1000, 10_000],
     };
+    let rounds = support::number(&args, "rounds", 2).max(1) as usize;
     let hnsecure = support::hnsecure_binary(&args);
     let dir = support::work_dir("scale");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let outcome = runtime.block_on(run(&hnsecure, &dir, &steps));
+    let outcome = runtime.block_on(run(&hnsecure, &dir, &steps, rounds));
     drop(runtime);
     match outcome {
         Ok(()) => {
@@ -70,7 +73,7 @@ fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-async fn run(hnsecure: &Path, dir: &Path, steps: &[usize]) -> Result<(), String> {
+async fn run(hnsecure: &Path, dir: &Path, steps: &[usize], rounds: usize) -> Result<(), String> {
     support::make_directory(dir).await;
     let most = steps.iter().copied().max().unwrap_or(0);
     let addr = format!("127.0.0.1:{}", support::free_port());
@@ -142,78 +145,91 @@ async fn run(hnsecure: &Path, dir: &Path, steps: &[usize]) -> Result<(), String>
         .map_err(|e| format!("credential: {e}"))?;
     let config = tls::client_config(&parts.ca, Some((parts.chain, parts.key)))
         .map_err(|e| format!("TLS: {e}"))?;
-    let mut held = Vec::with_capacity(most);
-    for &step in steps {
-        let started = Instant::now();
-        let gate_limit = Arc::new(tokio::sync::Semaphore::new(64));
-        let mut opening = tokio::task::JoinSet::new();
-        for n in held.len()..step {
-            let (config, addr, gate_limit) = (config.clone(), addr.clone(), gate_limit.clone());
-            opening.spawn(async move {
-                let _permit = gate_limit.acquire_owned().await.expect("semaphore");
-                let mut stream = transport::connect(&addr, config, Duration::from_secs(30))
-                    .await
-                    .map_err(|e| format!("connection {n}: {e}"))?;
-                let mut out = Vec::new();
-                Frame::Ping { id: n as u64 }.encode(&mut out);
-                stream
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| format!("connection {n}: {e}"))?;
-                stream
-                    .flush()
-                    .await
-                    .map_err(|e| format!("connection {n}: {e}"))?;
-                // The gateway says Accepted once the directory has authenticated the
-                // certificate, then answers the Ping.
-                loop {
-                    match read_frame(&mut stream, transport::DEFAULT_MAX_FRAME).await {
-                        Ok(Some(Frame::Accepted)) => continue,
-                        Ok(Some(Frame::Pong { .. })) => return Ok(stream),
-                        other => return Err(format!("connection {n}: no Pong but {other:?}")),
+    for round in 1..=rounds {
+        let mut held = Vec::with_capacity(most);
+        for &step in steps {
+            let started = Instant::now();
+            let gate_limit = Arc::new(tokio::sync::Semaphore::new(64));
+            let mut opening = tokio::task::JoinSet::new();
+            for n in held.len()..step {
+                let (config, addr, gate_limit) = (config.clone(), addr.clone(), gate_limit.clone());
+                opening.spawn(async move {
+                    let _permit = gate_limit.acquire_owned().await.expect("semaphore");
+                    let mut stream = transport::connect(&addr, config, Duration::from_secs(30))
+                        .await
+                        .map_err(|e| format!("connection {n}: {e}"))?;
+                    let mut out = Vec::new();
+                    Frame::Ping { id: n as u64 }.encode(&mut out);
+                    stream
+                        .write_all(&out)
+                        .await
+                        .map_err(|e| format!("connection {n}: {e}"))?;
+                    stream
+                        .flush()
+                        .await
+                        .map_err(|e| format!("connection {n}: {e}"))?;
+                    // The gateway says Accepted once the directory has authenticated the
+                    // certificate, then answers the Ping.
+                    loop {
+                        match read_frame(&mut stream, transport::DEFAULT_MAX_FRAME).await {
+                            Ok(Some(Frame::Accepted)) => continue,
+                            Ok(Some(Frame::Pong { .. })) => return Ok(stream),
+                            other => return Err(format!("connection {n}: no Pong but {other:?}")),
+                        }
                     }
-                }
-            });
+                });
+            }
+            while let Some(opened) = opening.join_next().await {
+                held.push(opened.map_err(|e| e.to_string())??);
+            }
+            let opened_in = started.elapsed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let latency = transaction().await?;
+            let rss = status(pid, "VmRSS");
+            println!(
+                "{:>12} {:>10.1} {:>16} {:>8} {:>11} {:>12.1} {:>16.2}",
+                held.len(),
+                rss as f64 / 1024.0,
+                // From the baseline, so in the first round only.
+                if round == 1 {
+                    format!(
+                        "{:.0}",
+                        (rss.saturating_sub(base_rss) * 1024) as f64 / held.len() as f64
+                    )
+                } else {
+                    "—".to_owned()
+                },
+                status(pid, "Threads"),
+                open_files(pid),
+                opened_in.as_secs_f64(),
+                latency.as_secs_f64() * 1000.0
+            );
         }
-        while let Some(opened) = opening.join_next().await {
-            held.push(opened.map_err(|e| e.to_string())??);
-        }
-        let opened_in = started.elapsed();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let latency = transaction().await?;
-        let rss = status(pid, "VmRSS");
         println!(
-            "{:>12} {:>10.1} {:>16.0} {:>8} {:>11} {:>12.1} {:>16.2}",
-            held.len(),
-            rss as f64 / 1024.0,
-            (rss.saturating_sub(base_rss) * 1024) as f64 / held.len() as f64,
-            status(pid, "Threads"),
-            open_files(pid),
-            opened_in.as_secs_f64(),
-            latency.as_secs_f64() * 1000.0
+            "this program (the other ends, rustls clients): RSS {:.1} MiB",
+            status(std::process::id(), "VmRSS") as f64 / 1024.0
         );
+        drop(held);
+        // The gateway notices closed connections at once; give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while open_files(pid) > base_files + 10 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let files = open_files(pid);
+        println!(
+            "after closing them: RSS {:.1} MiB, {files} open files (the allocator keeps freed memory for the next connections)",
+            status(pid, "VmRSS") as f64 / 1024.0
+        );
+        if files > base_files + 10 {
+            return Err(format!(
+                "the gateway still holds {files} files (baseline {base_files})"
+            ));
+        }
+        transaction().await?;
+        if round < rounds {
+            println!("round {} of {rounds}:", round + 1);
+        }
     }
-    println!(
-        "this program (the other ends, rustls clients): RSS {:.1} MiB",
-        status(std::process::id(), "VmRSS") as f64 / 1024.0
-    );
-    drop(held);
-    // The gateway notices closed connections at once; give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while open_files(pid) > base_files + 10 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let files = open_files(pid);
-    println!(
-        "after closing them: RSS {:.1} MiB, {files} open files",
-        status(pid, "VmRSS") as f64 / 1024.0
-    );
-    if files > base_files + 10 {
-        return Err(format!(
-            "the gateway still holds {files} files (baseline {base_files})"
-        ));
-    }
-    transaction().await?;
     client.close().await;
     if !gate.alive() {
         return Err("the gateway died".into());
