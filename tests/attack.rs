@@ -11,15 +11,14 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{FACILITY, System, get, request};
+use common::{FACILITY, Process, System, get, request};
 use hnapi::client::daemon::Relay;
 use hnapi::client::{Client, ClientConfig, Credential, RegisterError};
 use hnapi::envelope::{self, Direction};
@@ -1148,62 +1147,6 @@ fn a_registration_code_works_once_over_the_network() {
 // 10,000 connections
 // ---------------------------------------------------------------------------------------
 
-/// The gateway binary in a process of its own (its own file descriptors).
-struct GateProcess {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl GateProcess {
-    fn start(config: &Path, log: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hnsecure"))
-            .args(["gate", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("ready gate=")
-            .unwrap_or_else(|| panic!("{line:?}"))
-            .to_owned();
-        Self {
-            child,
-            addr,
-            log: log.to_owned(),
-        }
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .unwrap()
-            .count()
-    }
-
-    /// Where its metrics are served, from its log.
-    fn metrics(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap();
-        text.split("metrics at http://")
-            .nth(1)
-            .and_then(|rest| rest.split("/metrics").next())
-            .unwrap_or_else(|| panic!("{text}"))
-            .to_owned()
-    }
-}
-
-impl Drop for GateProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn ten_thousand_connections_opened_and_abandoned() {
     let system = System::start_with("attack-10k", Some(ECHO_GATE));
@@ -1218,8 +1161,9 @@ fn ten_thousand_connections_opened_and_abandoned() {
         ),
     )
     .unwrap();
-    let mut gate = GateProcess::start(&config, &system.dir.join("gate-10k.log"));
-    let client_config = system.client_config_with(std::slice::from_ref(&gate.addr));
+    let mut gate = Process::gate(&config, &system.dir.join("gate-10k.log"));
+    let gate_addr = gate.value("gate");
+    let client_config = system.client_config_with(std::slice::from_ref(&gate_addr));
     let client = Arc::new(Client::open_file(&client_config).unwrap());
     send_echo(&client);
     let baseline = gate.open_fds();
@@ -1247,7 +1191,7 @@ fn ten_thousand_connections_opened_and_abandoned() {
     // batch did overflow it, and this test failed: "the gateway stopped accepting".)
     const N: usize = 10_000;
     const BATCH: usize = 500;
-    let hello = client_hello(&system, &gate.addr);
+    let hello = client_hello(&system, &gate_addr);
     let half = Arc::new(hello[..hello.len() / 2].to_vec());
     let accepted_before = accepted(&metrics);
     let started = Instant::now();
@@ -1260,7 +1204,7 @@ fn ten_thousand_connections_opened_and_abandoned() {
         held.extend(opener.block_on(async {
             let mut opening = tokio::task::JoinSet::new();
             for i in 0..BATCH {
-                let addr = gate.addr.clone();
+                let addr = gate_addr.clone();
                 let half = half.clone();
                 opening.spawn(async move {
                     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();

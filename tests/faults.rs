@@ -8,15 +8,14 @@ mod common;
 #[path = "common/proxy.rs"]
 mod proxy;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{FACILITY, System, get, request};
+use common::{FACILITY, Process, System, get, request};
 use hnapi::client::daemon::Relay;
 use hnapi::client::{AsyncClient, Client, ClientConfig};
 use hnapi::hl7::{Message, NetworkCode};
@@ -642,65 +641,6 @@ fn the_client_daemon_answers_its_senders_through_every_fault() {
 // ---------------------------------------------------------------------------------------
 // 4. Memory: the gateway and the client daemon as processes, through many faults
 // ---------------------------------------------------------------------------------------
-
-/// A running `hnsecure` process, killed when dropped.
-struct Process {
-    child: Child,
-    ready: String,
-}
-
-impl Process {
-    /// Starts `hnsecure ARGS` and reads its one `ready …` line.
-    fn start(args: &[&str], config: &Path, log: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hnsecure"))
-            .args(args)
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        assert!(ready.starts_with("ready "), "{ready:?}");
-        Self {
-            child,
-            ready: ready.trim().to_owned(),
-        }
-    }
-
-    /// The address after `key=` in the ready line.
-    fn addr(&self, key: &str) -> SocketAddr {
-        self.ready
-            .split(' ')
-            .find_map(|part| part.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("{key} in {:?}", self.ready))
-            .parse()
-            .unwrap()
-    }
-
-    /// Resident memory in KiB, from /proc.
-    fn rss_kib(&mut self) -> u64 {
-        assert!(self.child.try_wait().unwrap().is_none(), "the process died");
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// How much resident memory may grow across the fault rounds.
 const RSS_MARGIN_KIB: u64 = 8 * 1024;

@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{FACILITY, System, get, request};
+use common::{FACILITY, Process, System, get, request};
 use hnapi::client::Client;
 
 fn hnsecure() -> Command {
@@ -24,49 +23,6 @@ fn gate_toml(gard: &Path, extra: &str, routes: &str) -> String {
 
 const SIM_ROUTE: &str = "[[route]]\napplication = \"RAIEND-PYR-RL\"\ndestination = \"sim\"\n";
 const ECHO_ROUTE: &str = "[[route]]\napplication = \"HNSIM-ECHO\"\ndestination = \"sim\"\n";
-
-/// A gateway process on the system's directory; its log goes to `log`.
-struct GateProcess {
-    child: Child,
-    addr: String,
-}
-
-impl GateProcess {
-    fn start(config: &Path, log: &Path) -> Self {
-        let mut child = hnsecure()
-            .args(["gate", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("ready gate=")
-            .unwrap_or_else(|| panic!("{line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for GateProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Sends until `done` holds for the answer, for up to 5 s; returns that answer.
 fn until(client: &Client, message: &[u8], done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
@@ -91,9 +47,8 @@ fn sighup_puts_a_good_configuration_in_force_and_refuses_a_bad_one() {
     let config = system.dir.join("gate2.toml");
     let log = system.dir.join("gate2.log");
     std::fs::write(&config, gate_toml(&system.gard_dir(), "", SIM_ROUTE)).unwrap();
-    let gate = GateProcess::start(&config, &log);
-    let client =
-        Client::open_file(&system.client_config_with(std::slice::from_ref(&gate.addr))).unwrap();
+    let gate = Process::gate(&config, &log);
+    let client = Client::open_file(&system.client_config_with(&[gate.value("gate")])).unwrap();
     let echo = request("HNSIM-ECHO", "R03", "NTE|||hello\r");
     let answer = client.send_receive(&echo, None).unwrap().bytes;
     assert!(
@@ -176,9 +131,8 @@ fn the_rate_limit_answers_hnps008e_and_refills() {
         ),
     )
     .unwrap();
-    let gate = GateProcess::start(&config, &log);
-    let client =
-        Client::open_file(&system.client_config_with(std::slice::from_ref(&gate.addr))).unwrap();
+    let gate = Process::gate(&config, &log);
+    let client = Client::open_file(&system.client_config_with(&[gate.value("gate")])).unwrap();
     let mut refused = 0;
     let mut answered = 0;
     for _ in 0..10 {

@@ -2,7 +2,10 @@
 //! ephemeral port, and a registered facility — the real parts, over real TLS.
 #![allow(dead_code)]
 
+use std::io::BufRead;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use hnapi::hl7::{self, Message, MessageBuilder};
@@ -139,4 +142,106 @@ pub fn get(bytes: &[u8], path: &str) -> String {
     let m = Message::parse(bytes)
         .unwrap_or_else(|e| panic!("not HL7 ({e}): {:?}", String::from_utf8_lossy(bytes)));
     m.value(&path.parse().unwrap()).text().into_owned()
+}
+
+/// A running `hnsecure` process (the real binary, its files its own), killed when dropped.
+pub struct Process {
+    pub child: Child,
+    /// Its `ready …` line.
+    pub ready: String,
+    /// Its standard error.
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `hnsecure ARGS CONFIG` (standard error to `log`) and reads its `ready …` line.
+    pub fn start(args: &[&str], config: &Path, log: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hnsecure"))
+            .args(args)
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert!(
+            ready.starts_with("ready "),
+            "{ready:?}; its log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        Self {
+            child,
+            ready: ready.trim().to_owned(),
+            log: log.to_owned(),
+        }
+    }
+
+    /// `hnsecure gate --config CONFIG`.
+    pub fn gate(config: &Path, log: &Path) -> Self {
+        Self::start(&["gate", "--config"], config, log)
+    }
+
+    /// The value after `key=` in the ready line.
+    pub fn value(&self, key: &str) -> String {
+        self.ready
+            .split(' ')
+            .find_map(|part| part.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} in {:?}", self.ready))
+            .to_owned()
+    }
+
+    /// The address after `key=` in the ready line.
+    pub fn addr(&self, key: &str) -> SocketAddr {
+        self.value(key).parse().unwrap()
+    }
+
+    /// Resident memory in KiB, from /proc; the process must be running.
+    pub fn rss_kib(&mut self) -> u64 {
+        assert!(self.child.try_wait().unwrap().is_none(), "the process died");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Its open files, from /proc.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    /// Where a gateway's metrics are served, from its log.
+    pub fn metrics(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        text.split("metrics at http://")
+            .nth(1)
+            .and_then(|rest| rest.split("/metrics").next())
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned()
+    }
+
+    /// Sends it the signal `name` (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
