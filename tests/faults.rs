@@ -109,18 +109,30 @@ fn echo() -> Vec<u8> {
     request("HNSIM-ECHO", "R03", "NTE|||fault test\r")
 }
 
-/// Sends with `send` until the receiver answers AA, for up to 10 s (past any backoff).
-fn until_answered(what: &str, mut send: impl FnMut(&[u8]) -> Vec<u8>) {
+/// Sends an echo request with `send` until the receiver answers AA, for up to 10 s (past
+/// any backoff).
+fn until_answered(what: &str, send: impl FnMut(&[u8]) -> Vec<u8>) {
+    until_answered_to(what, echo, Duration::from_secs(10), send)
+}
+
+/// Sends requests made by `make` with `send` until the receiver answers AA, for up to
+/// `patience`.
+fn until_answered_to(
+    what: &str,
+    make: impl Fn() -> Vec<u8>,
+    patience: Duration,
+    mut send: impl FnMut(&[u8]) -> Vec<u8>,
+) {
     let started = Instant::now();
     loop {
-        let req = echo();
+        let req = make();
         let answer = send(&req);
         if get(&answer, "MSA-1") == "AA" {
             assert_eq!(get(&answer, "MSA-2"), get(&req, "MSH-10"));
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < patience,
             "{what}: still {:?}",
             String::from_utf8_lossy(&answer)
         );
@@ -390,29 +402,7 @@ fn the_gateway_names_every_fault_between_it_and_an_mllp_receiver() {
             expect: gate_ar(NetworkCode::Vldt014E),
         },
     ];
-    let until_lab = |what: &str| {
-        let started = Instant::now();
-        loop {
-            let req = lab();
-            let answer = send(&req);
-            if get(&answer, "MSA-1") == "AA" {
-                check(
-                    what,
-                    &req,
-                    &answer,
-                    Expect::Answered,
-                    Duration::ZERO,
-                    Duration::MAX,
-                );
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{what}: still failing"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let until_lab = |what: &str| until_answered_to(what, lab, Duration::from_secs(10), &send);
     for case in cases {
         proxy.set(Fault::Pass);
         until_lab(case.name);
@@ -891,30 +881,7 @@ fn the_gateway_names_every_fault_between_it_and_a_server_application() {
     let client = Client::open_file(&client_toml(&system, system.sandbox().addr(), "")).unwrap();
     let demo = || request("HNAPI-DEMO", "R03", "PID||9029274643^^^BC^PH\r");
     let send = |req: &[u8]| client.send_receive(req, None).unwrap().bytes;
-    let until_served = |what: &str| {
-        let started = Instant::now();
-        loop {
-            let req = demo();
-            let answer = send(&req);
-            if get(&answer, "MSA-1") == "AA" {
-                check(
-                    what,
-                    &req,
-                    &answer,
-                    Expect::Answered,
-                    Duration::ZERO,
-                    Duration::MAX,
-                );
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "{what}: still {:?}",
-                String::from_utf8_lossy(&answer)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let until_served = |what: &str| until_answered_to(what, demo, Duration::from_secs(15), &send);
     let gate_ar = Expect::Ar("HNGATE", NetworkCode::Txfr024E);
     // Toward the server application ("down") goes the request; back comes its answer.
     let cases = [
