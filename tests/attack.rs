@@ -26,7 +26,7 @@ use hnapi::gard::{AuditFilter, AuditKind, AuditRecord, Gard, Role};
 use hnapi::gate::{Gate, GateConfig};
 use hnapi::transport::{self, Frame, Refusal, read_frame, tls, write_frame};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------------------
 // The journal, the well-behaved sender, certificates
@@ -247,6 +247,27 @@ async fn raw_session(system: &System) -> (transport::ClientStream, Credential, S
     (stream, credential, local)
 }
 
+/// Writes a Request frame with this envelope (timeout 5 s) and reads the next frame.
+async fn request_frame<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    id: u64,
+    envelope: Vec<u8>,
+) -> Option<Frame> {
+    write_frame(
+        stream,
+        &Frame::Request {
+            id,
+            timeout_ms: 5000,
+            envelope,
+        },
+    )
+    .await
+    .unwrap();
+    read_frame(stream, transport::DEFAULT_MAX_FRAME)
+        .await
+        .unwrap()
+}
+
 fn sealed_request(credential: &Credential, message: &[u8]) -> Vec<u8> {
     envelope::seal(
         &credential.key,
@@ -435,19 +456,7 @@ fn truncated_and_overlong_envelopes_are_refused_and_journaled() {
         ];
         for (n, (what, bytes)) in cases.iter().enumerate() {
             let id = 100 + n as u64;
-            write_frame(
-                &mut stream,
-                &Frame::Request {
-                    id,
-                    timeout_ms: 5000,
-                    envelope: bytes.clone(),
-                },
-            )
-            .await
-            .unwrap();
-            let answer = read_frame(&mut stream, transport::DEFAULT_MAX_FRAME)
-                .await
-                .unwrap();
+            let answer = request_frame(&mut stream, id, bytes.clone()).await;
             assert_eq!(
                 answer,
                 Some(Frame::Refused {
@@ -458,19 +467,7 @@ fn truncated_and_overlong_envelopes_are_refused_and_journaled() {
             );
         }
         // The connection still serves the genuine envelope, sent after all that.
-        write_frame(
-            &mut stream,
-            &Frame::Request {
-                id: 1,
-                timeout_ms: 5000,
-                envelope: sealed,
-            },
-        )
-        .await
-        .unwrap();
-        let answer = read_frame(&mut stream, transport::DEFAULT_MAX_FRAME)
-            .await
-            .unwrap();
+        let answer = request_frame(&mut stream, 1, sealed).await;
         let Some(Frame::Response { id: 1, envelope }) = answer else {
             panic!("{answer:?}")
         };
@@ -523,19 +520,7 @@ fn oversized_and_cut_frames_close_the_connection_and_are_journaled() {
                 reason: Refusal::EnvelopeRefused
             })
         );
-        write_frame(
-            &mut stream,
-            &Frame::Request {
-                id: 8,
-                timeout_ms: 5000,
-                envelope: sealed_request(&credential, &echo()),
-            },
-        )
-        .await
-        .unwrap();
-        let answer = read_frame(&mut stream, transport::DEFAULT_MAX_FRAME)
-            .await
-            .unwrap();
+        let answer = request_frame(&mut stream, 8, sealed_request(&credential, &echo())).await;
         assert!(matches!(answer, Some(Frame::Response { id: 8, .. })));
     });
 
@@ -1097,18 +1082,8 @@ fn a_registration_code_works_once_over_the_network() {
             .await
             .unwrap();
         let local = stream.get_ref().0.local_addr().unwrap();
-        write_frame(
-            &mut stream,
-            &Frame::Request {
-                id: 1,
-                timeout_ms: 5000,
-                envelope: sealed_request(&credential, &echo()),
-            },
-        )
-        .await
-        .unwrap();
-        let answer = read_frame(&mut stream, transport::DEFAULT_MAX_FRAME).await;
-        (local, answer.unwrap())
+        let answer = request_frame(&mut stream, 1, sealed_request(&credential, &echo())).await;
+        (local, answer)
     });
     assert_eq!(
         answer,
