@@ -63,6 +63,23 @@ fn show(case: &str, answer: &[u8], took: Duration) {
     );
 }
 
+/// Sends `request` with `send`, prints what the sender heard, and checks it against
+/// `expect`, within `limit`; returns the answer.
+fn hear(
+    case: &str,
+    request: &[u8],
+    expect: Expect,
+    limit: Duration,
+    send: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Vec<u8> {
+    let started = Instant::now();
+    let answer = send(request);
+    let took = started.elapsed();
+    show(case, &answer, took);
+    check(case, request, &answer, expect, took, limit);
+    answer
+}
+
 /// Checks `answer` to `request` against `expect`; `took` within `limit`.
 fn check(
     case: &str,
@@ -226,17 +243,12 @@ fn a_library_client_hears_every_fault_between_it_and_the_gateway() {
         proxy.set(Fault::Pass);
         until_answered(case.name, |req| send(&client, req));
         proxy.set_each(case.up, case.down);
-        let req = echo();
-        let started = Instant::now();
-        let answer = send(&client, &req);
-        show(case.name, &answer, started.elapsed());
-        check(
+        hear(
             case.name,
-            &req,
-            &answer,
+            &echo(),
             case.expect,
-            started.elapsed(),
             TIMEOUT + ONE_SECOND,
+            |req| send(&client, req),
         );
         proxy.set(Fault::Pass);
         until_answered(case.name, |req| send(&client, req));
@@ -246,17 +258,12 @@ fn a_library_client_hears_every_fault_between_it_and_the_gateway() {
         // A new client, so that the fault meets a new connection.
         let fresh = Client::open_file(&config).unwrap();
         proxy.set_each(case.up, case.down);
-        let req = echo();
-        let started = Instant::now();
-        let answer = send(&fresh, &req);
-        show(case.name, &answer, started.elapsed());
-        check(
+        hear(
             case.name,
-            &req,
-            &answer,
+            &echo(),
             case.expect,
-            started.elapsed(),
             TIMEOUT + ONE_SECOND,
+            |req| send(&fresh, req),
         );
         proxy.set(Fault::Pass);
         until_answered(case.name, |req| send(&fresh, req));
@@ -407,17 +414,12 @@ fn the_gateway_names_every_fault_between_it_and_an_mllp_receiver() {
         proxy.set(Fault::Pass);
         until_lab(case.name);
         proxy.set_each(case.up, case.down);
-        let req = lab();
-        let started = Instant::now();
-        let answer = send(&req);
-        show(case.name, &answer, started.elapsed());
-        check(
+        hear(
             case.name,
-            &req,
-            &answer,
+            &lab(),
             case.expect,
-            started.elapsed(),
             route_timeout + ONE_SECOND,
+            |req| send(req),
         );
         proxy.set(Fault::Pass);
         until_lab(case.name);
@@ -573,18 +575,9 @@ fn the_client_daemon_answers_its_senders_through_every_fault() {
             proxy.set(Fault::Pass);
             until_answered(&name, |req| send(addr, req));
             proxy.set_each(case.up, case.down);
-            let req = echo();
-            let started = Instant::now();
-            let answer = send(addr, &req);
-            show(&name, &answer, started.elapsed());
-            check(
-                &name,
-                &req,
-                &answer,
-                case.expect,
-                started.elapsed(),
-                TIMEOUT + ONE_SECOND,
-            );
+            let answer = hear(&name, &echo(), case.expect, TIMEOUT + ONE_SECOND, |req| {
+                send(addr, req)
+            });
             if let Expect::Ar(..) = case.expect {
                 assert_eq!(get(&answer, "MSH-4"), FACILITY, "{name}");
             }
@@ -926,17 +919,12 @@ fn the_gateway_names_every_fault_between_it_and_a_server_application() {
         proxy.set(Fault::Pass);
         until_served(case.name);
         proxy.set_each(case.up, case.down);
-        let req = demo();
-        let started = Instant::now();
-        let answer = send(&req);
-        show(case.name, &answer, started.elapsed());
-        check(
+        hear(
             case.name,
-            &req,
-            &answer,
+            &demo(),
             case.expect,
-            started.elapsed(),
             TIMEOUT + ONE_SECOND,
+            |req| send(req),
         );
         proxy.set(Fault::Pass);
         until_served(case.name);
