@@ -7,8 +7,9 @@
 # Steps: rustfmt and clippy components, formatting, clippy (warnings are errors), the
 # whole Rust test suite (unit, Volume 5 examples, property tests, end to end over TLS,
 # CLI, fuzz regressions, doc examples), then the C ABI: the header is what cbindgen makes,
-# the C tests (with AddressSanitizer), the C examples (shared, static, pkg-config), the
-# C# and Java bindings' tests and examples, and the Rust example — all against a sandbox;
+# the C tests (with AddressSanitizer), a forced panic (a test-panic build), the C examples
+# (shared, static, pkg-config), the C# and Java bindings' tests and examples, and the Rust
+# example — all against a sandbox;
 # then the client daemon with python-hl7's MLLP client (in a virtual environment under
 # target/) and the C example in legacy mode (HL7Xfer).
 set -euo pipefail
@@ -112,6 +113,26 @@ step "C ABI: C tests (-Wall -Wextra -Werror, AddressSanitizer)"
 gcc -Wall -Wextra -Werror -std=c11 -g -fsanitize=address -fno-omit-frame-pointer \
   -Iinclude tests/c/test_hnapi.c -L"$lib" -lhnapi -lpthread -o "$work/test_hnapi"
 LD_LIBRARY_PATH="$lib" "$work/test_hnapi" "$client_toml" "$server_toml"
+
+step "C ABI: a panic inside the library gives HNET_RTRN_INTERNALERROR (a test-panic build)"
+# The same library built with the test-only feature `test-panic`: the exported function
+# named by HNAPI_TEST_PANIC panics inside its boundary. Then the normal build again, so
+# target/debug/libhnapi.so is never the test build.
+cargo build --locked --lib --features test-panic
+mkdir -p "$work/panic"
+cp target/debug/libhnapi.so "$work/panic/libhnapi.so"
+cargo build --locked --lib
+gcc -Wall -Wextra -Werror -std=c11 -g -fsanitize=address -fno-omit-frame-pointer \
+  -Iinclude tests/c/test_panic.c -L"$work/panic" -lhnapi -o "$work/test_panic"
+for function in hnapi_client_open hnapi_send_receive hnapi_send hnapi_receive hnapi_client_close; do
+  # A panic in hnapi_client_close leaves the client unreleased, as it must: no leak check.
+  leaks=1; [ "$function" = hnapi_client_close ] && leaks=0
+  if ! ASAN_OPTIONS="detect_leaks=$leaks" HNAPI_TEST_PANIC=$function LD_LIBRARY_PATH="$work/panic" \
+    "$work/test_panic" "$client_toml" 2>"$work/panic.err"; then
+    cat "$work/panic.err"
+    exit 1
+  fi
+done
 
 step "C ABI: C examples (shared, static, and through pkg-config)"
 export PKG_CONFIG_PATH="$lib/pkgconfig"

@@ -12,7 +12,7 @@
  *    one of the other HNET_RTRN_* values below, which never change. hnapi_code_name()
  *    names a code. After a non-zero code, hnapi_last_error() gives this thread's one-line
  *    explanation (never message text: no PHI).
-  * 2. Answers. When any HL7 answer exists, the call succeeds and the answer is in your
+ * 2. Answers. When any HL7 answer exists, the call succeeds and the answer is in your
  *    buffer, byte for byte as its author wrote it (Volume 5, 2.1.2): the receiver's; an AR
  *    ACK from the gateway (MSH-3 HNGATE) when a check failed or the receiver did not answer
  *    in time; or an AR ACK the library built (MSH-3 HNAPI, MSA-3 TXFR024E or TXFR029E)
@@ -25,7 +25,7 @@
  *    stays available: for hnapi_receive and hnapi_server_receive, to the next call; for
  *    hnapi_send_receive, to the same call repeated on the same thread with the same
  *    message (it is not sent again). buf may be NULL only when cap is 0.
-  * 5. Handles are opaque: made by *_open, released by *_close; *_close(NULL) does nothing.
+ * 5. Handles are opaque: made by *_open, released by *_close; *_close(NULL) does nothing.
  *    Every function may be called from many threads at once, and one HnapiClient or
  *    HnapiServer may be shared by all of them. Do not use a handle after closing it: to
  *    stop threads still waiting on one, call *_shutdown first (their calls, and any later
@@ -159,7 +159,8 @@ typedef struct HnapiServer HnapiServer;
 /*
  Receives one log line: `level` 1 error, 2 warn, 3 info, 4 debug, 5 trace; `line` is a
  NUL-terminated UTF-8 string valid during the call; `ctx` is what the host gave.
- It may be called from any thread, including the library's own.
+ It may be called from any thread, including the library's own. It must return
+ normally: a C++ exception or a `longjmp` out of it ends the process.
  */
 typedef void (*HnapiLogCallback)(int32_t level, const char *line, void *ctx);
 

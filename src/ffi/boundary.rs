@@ -56,7 +56,10 @@ impl From<ClientError> for Failure {
 
 /// Runs `body` for the exported function `name`: catches panics, keeps the last error.
 pub(crate) fn boundary(name: &str, body: impl FnOnce() -> Result<(), Failure>) -> i32 {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        forced_panic(name);
+        body()
+    })) {
         Ok(Ok(())) => {
             set_last_error(String::new());
             HnetRtrn::HNET_RTRN_SUCCESS as i32
@@ -77,6 +80,19 @@ pub(crate) fn boundary(name: &str, body: impl FnOnce() -> Result<(), Failure>) -
     }
 }
 
+/// In a build with the `test-panic` feature (tests only, never shipped), the exported
+/// function named by the environment variable `HNAPI_TEST_PANIC` panics inside its
+/// boundary, so that the C tests can show what a host sees when the library panics.
+#[cfg(feature = "test-panic")]
+fn forced_panic(name: &str) {
+    if std::env::var_os("HNAPI_TEST_PANIC").is_some_and(|f| f == name) {
+        panic!("forced by HNAPI_TEST_PANIC");
+    }
+}
+
+#[cfg(not(feature = "test-panic"))]
+fn forced_panic(_name: &str) {}
+
 /// Runs `body` for a function that returns nothing (`*_close`, setters): a panic is
 /// caught and becomes the last error.
 pub(crate) fn boundary_void(name: &str, body: impl FnOnce()) {
@@ -86,12 +102,22 @@ pub(crate) fn boundary_void(name: &str, body: impl FnOnce()) {
     });
 }
 
+/// Keeps `message` as this thread's last error. Never panics: while the thread is being
+/// torn down (a C++ `thread_local` destructor closing a handle, say) its last error is
+/// already gone, and the message is dropped.
 pub(crate) fn set_last_error(message: String) {
-    LAST_ERROR.with(|e| *e.borrow_mut() = message);
+    let _ = LAST_ERROR.try_with(|e| {
+        if let Ok(mut e) = e.try_borrow_mut() {
+            *e = message;
+        }
+    });
 }
 
-pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
-    LAST_ERROR.with(|e| f(&e.borrow()))
+/// This thread's last error ("" when there is none, or the thread is being torn down).
+pub(crate) fn last_error() -> String {
+    LAST_ERROR
+        .try_with(|e| e.try_borrow().map(|e| e.clone()).unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The text at `p`, which must be NUL-terminated UTF-8.
@@ -225,20 +251,32 @@ mod tests {
     fn a_panic_becomes_internal_error_with_a_sentence() {
         let code = boundary("hnapi_test", || panic!("forced for the test"));
         assert_eq!(code, HnetRtrn::HNET_RTRN_INTERNALERROR as i32);
-        with_last_error(|e| assert_eq!(e, "internal error in hnapi_test: forced for the test"));
+        assert_eq!(
+            last_error(),
+            "internal error in hnapi_test: forced for the test"
+        );
         let code = boundary("hnapi_test", || Ok(()));
         assert_eq!(code, 0);
-        with_last_error(|e| assert_eq!(e, ""));
+        assert_eq!(last_error(), "");
     }
 
     #[test]
     fn failures_set_the_last_error_of_their_thread_only() {
         let code = boundary("x", || Err(Failure::invalid("msg is NULL")));
         assert_eq!(code, 1);
-        std::thread::spawn(|| with_last_error(|e| assert_eq!(e, "")))
-            .join()
-            .unwrap();
-        with_last_error(|e| assert_eq!(e, "msg is NULL"));
+        assert_eq!(std::thread::spawn(last_error).join().unwrap(), "");
+        assert_eq!(last_error(), "msg is NULL");
+    }
+
+    #[test]
+    fn zero_means_the_default_timeout_and_a_poll() {
+        assert_eq!(timeout(0), None, "0: the configured default (70 s)");
+        assert_eq!(timeout(1000), Some(std::time::Duration::from_secs(1)));
+        assert_eq!(wait(0), std::time::Duration::ZERO);
+        assert_eq!(
+            wait(u32::MAX),
+            std::time::Duration::from_millis(u64::from(u32::MAX))
+        );
     }
 
     #[test]

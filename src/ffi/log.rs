@@ -10,7 +10,8 @@ use super::boundary::boundary_void;
 
 /// Receives one log line: `level` 1 error, 2 warn, 3 info, 4 debug, 5 trace; `line` is a
 /// NUL-terminated UTF-8 string valid during the call; `ctx` is what the host gave.
-/// It may be called from any thread, including the library's own.
+/// It may be called from any thread, including the library's own. It must return
+/// normally: a C++ exception or a `longjmp` out of it ends the process.
 pub type HnapiLogCallback =
     Option<extern "C" fn(level: i32, line: *const c_char, ctx: *mut c_void)>;
 

@@ -3,7 +3,10 @@
 //! the ABI contract (see `cbindgen.toml`).
 //!
 //! This module holds every `extern "C"` item and nothing else: each function checks its
-//! pointers, runs inside a panic boundary, and hands over to `crate::client`.
+//! pointers, runs inside a panic boundary, and hands over to `crate::client`. The three
+//! that cannot fail have no boundary because nothing in them can panic: `hnapi_version`
+//! and `hnapi_code_name` return static strings, `hnapi_last_error` makes a bounded copy
+//! of a thread-local that it reads without panicking even while its thread is torn down.
 //! One file per C type: [`client`] (`HnapiClient`), [`server`] (`HnapiServer`); and
 //! [`codes`], [`boundary`], [`log`].
 
@@ -15,7 +18,7 @@ pub mod server;
 
 use std::ffi::c_char;
 
-use boundary::with_last_error;
+use boundary::last_error;
 use codes::HnetRtrn;
 
 /// The library's version, e.g. `"hnsecure 0.1.0"`: a static NUL-terminated string.
@@ -45,16 +48,15 @@ pub extern "C" fn hnapi_code_name(code: i32) -> *const c_char {
 /// `buf` is NULL or writable for `cap` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn hnapi_last_error(buf: *mut c_char, cap: usize) -> usize {
-    with_last_error(|message| {
-        let bytes = message.as_bytes();
-        if !buf.is_null() && cap > 0 {
-            let n = bytes.len().min(cap - 1);
-            // SAFETY: `buf` is writable for `cap` bytes per the contract; n + 1 <= cap.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
-                buf.add(n).write(0);
-            }
+    let message = last_error();
+    let bytes = message.as_bytes();
+    if !buf.is_null() && cap > 0 {
+        let n = bytes.len().min(cap - 1);
+        // SAFETY: `buf` is writable for `cap` bytes per the contract; n + 1 <= cap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
+            buf.add(n).write(0);
         }
-        bytes.len()
-    })
+    }
+    bytes.len()
 }

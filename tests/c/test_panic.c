@@ -1,0 +1,127 @@
+/*
+ * What a C host sees when the library panics: a library built with the `test-panic`
+ * feature (tests only) panics inside the exported function that HNAPI_TEST_PANIC names.
+ *
+ *   HNAPI_TEST_PANIC=hnapi_send_receive test_panic CLIENT_TOML
+ *
+ * The named function must return HNET_RTRN_INTERNALERROR (or, for a function returning
+ * nothing, just return) with a last-error sentence naming it, write none of its
+ * out-parameters, and leave the process and the library working: every other call
+ * succeeds, and a transaction afterwards is answered by the sandbox's simulator.
+ * Exit status 0 when all of that holds; the named function must be one this program calls.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hnapi.h"
+
+static const char *forced;
+static int panics;
+
+static void fail(const char *what) {
+    char why[512];
+    hnapi_last_error(why, sizeof why);
+    fprintf(stderr, "FAIL %s (last error: %s)\n", what, why);
+    exit(1);
+}
+
+/* Whether `function` is the one forced to panic; if so, checks its code and last error. */
+static int panicked(const char *function, int32_t rc) {
+    if (strcmp(forced, function) != 0) {
+        if (rc != HNET_RTRN_SUCCESS) {
+            fprintf(stderr, "%s returned %s\n", function, hnapi_code_name(rc));
+            fail("a call that was not forced to panic failed");
+        }
+        return 0;
+    }
+    if (rc != HNET_RTRN_INTERNALERROR) {
+        fprintf(stderr, "%s returned %s\n", function, hnapi_code_name(rc));
+        fail("the forced panic did not give HNET_RTRN_INTERNALERROR");
+    }
+    char why[512], expected[128];
+    hnapi_last_error(why, sizeof why);
+    snprintf(expected, sizeof expected, "internal error in %s", function);
+    if (strstr(why, expected) == NULL) fail("the last error does not name the function");
+    printf("ok   %s: %s, \"%s\"\n", function, hnapi_code_name(rc), why);
+    panics++;
+    return 1;
+}
+
+/* One transaction with send_receive or, when that is the panicking one, send + receive. */
+static void transaction(HnapiClient *c, const char *control) {
+    char msg[256];
+    int n = snprintf(msg, sizeof msg,
+                     "MSH|^~\\&|CPANIC|BC00000098|HNSIM-ECHO|BC0003000|20261124120000||R03|%s|D|2.3\r",
+                     control);
+    unsigned char answer[4096];
+    size_t len = 0;
+    char msa[64];
+    snprintf(msa, sizeof msa, "MSA|AA|%s|", control);
+    if (strcmp(forced, "hnapi_send_receive") != 0) {
+        int32_t rc = hnapi_send_receive(c, (const uint8_t *)msg, (size_t)n, 0, answer, sizeof answer, &len);
+        if (rc != HNET_RTRN_SUCCESS) fail("hnapi_send_receive after the panic");
+    } else {
+        uint64_t ticket = 0;
+        if (hnapi_send(c, (const uint8_t *)msg, (size_t)n, 0, &ticket) != HNET_RTRN_SUCCESS) fail("hnapi_send");
+        if (hnapi_receive(c, ticket, UINT32_MAX, answer, sizeof answer, &len) != HNET_RTRN_SUCCESS)
+            fail("hnapi_receive");
+    }
+    if (len >= sizeof answer) fail("answer too long");
+    answer[len] = 0;
+    if (strstr((const char *)answer, msa) == NULL) fail("the simulator's answer is not there");
+}
+
+int main(int argc, char **argv) {
+    forced = getenv("HNAPI_TEST_PANIC");
+    if (argc != 2 || forced == NULL) {
+        fprintf(stderr, "usage: HNAPI_TEST_PANIC=FUNCTION test_panic CLIENT_TOML\n");
+        return 2;
+    }
+
+    HnapiClient *c = NULL;
+    if (panicked("hnapi_client_open", hnapi_client_open(argv[1], &c))) {
+        if (c != NULL) fail("hnapi_client_open wrote its out-parameter");
+        if (hnapi_client_open_toml("facility = 1", NULL, &c) != HNET_RTRN_CONFIGERROR)
+            fail("the library works after the panic");
+        printf("ok   the library still answers (a bad configuration is CONFIGERROR)\n");
+        return 0;
+    }
+
+    const char msg[] = "MSH|^~\\&|CPANIC|BC00000098|HNSIM-ECHO|BC0003000|20261124120000||R03|CPANIC1|D|2.3\r";
+    unsigned char answer[4096];
+    size_t len = 12345;
+    int32_t rc = hnapi_send_receive(c, (const uint8_t *)msg, sizeof msg - 1, 0, answer, sizeof answer, &len);
+    if (panicked("hnapi_send_receive", rc) && len != 12345) fail("hnapi_send_receive wrote *len");
+
+    uint64_t ticket = 777;
+    rc = hnapi_send(c, (const uint8_t *)msg, sizeof msg - 1, 0, &ticket);
+    if (panicked("hnapi_send", rc)) {
+        if (ticket != 777) fail("hnapi_send wrote *ticket");
+    } else {
+        len = 12345;
+        rc = hnapi_receive(c, ticket, UINT32_MAX, answer, sizeof answer, &len);
+        if (panicked("hnapi_receive", rc) && len != 12345) fail("hnapi_receive wrote *len");
+    }
+
+    transaction(c, "CPANIC2");
+    printf("ok   a transaction after the panic is answered\n");
+
+    hnapi_client_close(c);
+    if (strcmp(forced, "hnapi_client_close") == 0) {
+        char why[512];
+        hnapi_last_error(why, sizeof why);
+        if (strstr(why, "internal error in hnapi_client_close") == NULL) fail("close's panic was not caught");
+        printf("ok   hnapi_client_close: returned, \"%s\"\n", why);
+        panics++;
+    }
+    if (panics != 1) {
+        fprintf(stderr, "FAIL %s was not forced to panic: is the library built with --features test-panic?\n",
+                forced);
+        return 1;
+    }
+    printf("ok   the process goes on after a panic in %s\n", forced);
+    return 0;
+}
