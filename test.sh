@@ -124,11 +124,13 @@ cp target/debug/libhnapi.so "$work/panic/libhnapi.so"
 cargo build --locked --lib
 gcc -Wall -Wextra -Werror -std=c11 -g -fsanitize=address -fno-omit-frame-pointer \
   -Iinclude tests/c/test_panic.c -L"$work/panic" -lhnapi -o "$work/test_panic"
-for function in hnapi_client_open hnapi_send_receive hnapi_send hnapi_receive hnapi_client_close; do
-  # A panic in hnapi_client_close leaves the client unreleased, as it must: no leak check.
-  leaks=1; [ "$function" = hnapi_client_close ] && leaks=0
+for function in hnapi_set_log_callback hnapi_client_open hnapi_send_receive hnapi_send hnapi_receive \
+  hnapi_client_close hnapi_server_open hnapi_server_wait_connected hnapi_server_receive \
+  hnapi_server_respond hnapi_server_close; do
+  # A panic in a *_close leaves its handle unreleased, as it must: no leak check then.
+  leaks=1; [[ "$function" == *_close ]] && leaks=0
   if ! ASAN_OPTIONS="detect_leaks=$leaks" HNAPI_TEST_PANIC=$function LD_LIBRARY_PATH="$work/panic" \
-    "$work/test_panic" "$client_toml" 2>"$work/panic.err"; then
+    "$work/test_panic" "$client_toml" "$server_toml" 2>"$work/panic.err"; then
     cat "$work/panic.err"
     exit 1
   fi

@@ -274,8 +274,9 @@ int32_t hnapi_send_receive(struct HnapiClient *c,
 void hnapi_client_shutdown(struct HnapiClient *c);
 
 /*
- Closes a client: its connection ends, answers not yet received are dropped.
- `hnapi_client_close(NULL)` does nothing.
+ Closes a client: its connection ends, answers not yet received are dropped. It
+ returns once the client's threads have finished (within about a second), so nothing
+ of it runs afterwards. `hnapi_client_close(NULL)` does nothing.
 
  # Safety
  `c` is NULL or a client from `hnapi_client_open*`, not used by any thread after this.
@@ -353,7 +354,8 @@ void hnapi_server_shutdown(struct HnapiServer *s);
 
 /*
  Closes a server application: its connection to the gateway ends, and the gateway
- answers what it still waited for with an AR (`TXFR024E`). `hnapi_server_close(NULL)`
+ answers what it still waited for with an AR (`TXFR024E`). It returns once the server
+ application's threads have finished (within about a second). `hnapi_server_close(NULL)`
  does nothing.
 
  # Safety

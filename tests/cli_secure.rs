@@ -284,6 +284,22 @@ fn sandbox_serves_then_stops_and_is_reused() {
     let sandbox = Daemon::start(&args);
     let client_config = sandbox.ready_value("client_config");
     assert!(Path::new(&client_config).exists());
+    // The ready line is a contract: exactly these keys, in this order.
+    let gate: std::net::SocketAddr = sandbox.ready_value("gate").parse().unwrap();
+    assert!(gate.ip().is_loopback() && gate.port() != 0, "{gate}");
+    let server_config = sandbox.ready_value("server_config");
+    assert_eq!(
+        sandbox.ready,
+        format!("ready gate={gate} client_config={client_config} server_config={server_config}")
+    );
+    assert_eq!(
+        Path::new(&client_config).parent(),
+        Some(sandbox_dir.as_path())
+    );
+    assert_eq!(
+        Path::new(&server_config),
+        sandbox_dir.join("server.toml").as_path()
+    );
     let o = hnsecure(
         &["send", "--config", &client_config, "-"],
         &std::fs::read(example("v5_2_5_4_request")).unwrap(),

@@ -686,6 +686,18 @@ impl Client {
     }
 }
 
+/// Stops a client's or server application's runtime. Outside an async runtime it waits
+/// (at most a second) for the runtime's threads to finish, so that a host may unload the
+/// library once `*_close` has returned, and opening and closing in a loop leaves no
+/// threads behind; inside one, where blocking is not allowed, it lets them finish alone.
+pub(crate) fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    } else {
+        runtime.shutdown_background();
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
@@ -697,7 +709,7 @@ impl Drop for Client {
                     let _ = tokio::time::timeout(Duration::from_millis(500), core.close()).await;
                 });
             }
-            runtime.shutdown_background();
+            stop_runtime(runtime);
         }
     }
 }

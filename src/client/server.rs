@@ -421,7 +421,7 @@ impl Drop for Server {
                     let _ = tokio::time::timeout(Duration::from_millis(500), connecting).await;
                 });
             }
-            runtime.shutdown_background();
+            super::stop_runtime(runtime);
         }
     }
 }

@@ -256,8 +256,9 @@ pub unsafe extern "C" fn hnapi_client_shutdown(c: *mut HnapiClient) {
     });
 }
 
-/// Closes a client: its connection ends, answers not yet received are dropped.
-/// `hnapi_client_close(NULL)` does nothing.
+/// Closes a client: its connection ends, answers not yet received are dropped. It
+/// returns once the client's threads have finished (within about a second), so nothing
+/// of it runs afterwards. `hnapi_client_close(NULL)` does nothing.
 ///
 /// # Safety
 /// `c` is NULL or a client from `hnapi_client_open*`, not used by any thread after this.

@@ -164,7 +164,8 @@ pub unsafe extern "C" fn hnapi_server_shutdown(s: *mut HnapiServer) {
 }
 
 /// Closes a server application: its connection to the gateway ends, and the gateway
-/// answers what it still waited for with an AR (`TXFR024E`). `hnapi_server_close(NULL)`
+/// answers what it still waited for with an AR (`TXFR024E`). It returns once the server
+/// application's threads have finished (within about a second). `hnapi_server_close(NULL)`
 /// does nothing.
 ///
 /// # Safety

@@ -7,6 +7,7 @@
  * checks for leaks at exit). Prints one line per case; exit status 0 when all pass.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -131,8 +132,48 @@ static void test_null_parameters(void) {
     CHECK(hnapi_server_receive(NULL, 0, &ticket, buf, sizeof buf, &len) == HNET_RTRN_INVALIDPARAMETER, "NULL server");
     CHECK(hnapi_server_respond(NULL, 1, (const uint8_t *)msg, (size_t)n) == HNET_RTRN_INVALIDPARAMETER, "NULL server");
     CHECK(len == 0 && ticket == 0, "nothing written on failure");
+
+    /* Every other pointer of every function: NULL is INVALIDPARAMETER with a sentence
+       naming it, and no out-parameter is written. */
+    char toml[2048];
+    snprintf(toml, sizeof toml, "facility = \"BC00000098\"\ncredential = \"c.toml\"\ngateways = [\"127.0.0.1:1\"]\n");
+    HnapiClient *other = NULL;
+    HnapiServer *s = NULL;
+    uint64_t id = 4242;
+    len = 4242;
+    ticket = 4242;
+    int32_t rc;
+#define NULL_CASE(call, name)                                                                    \
+    rc = (call);                                                                                 \
+    CHECK(rc == HNET_RTRN_INVALIDPARAMETER, "%s: %s", #call, hnapi_code_name(rc));              \
+    CHECK(strstr(last_error(), name " is NULL") != NULL, "%s: last error \"%s\"", #call, last_error())
+    NULL_CASE(hnapi_client_open_toml(NULL, NULL, &other), "config_toml");
+    NULL_CASE(hnapi_client_open_toml(toml, NULL, NULL), "out");
+    NULL_CASE(hnapi_server_open(NULL, &s), "config_path");
+    NULL_CASE(hnapi_server_open(server_toml, NULL), "out");
+    NULL_CASE(hnapi_send(NULL, (const uint8_t *)msg, (size_t)n, 0, &ticket), "client");
+    NULL_CASE(hnapi_send(c, NULL, (size_t)n, 0, &ticket), "msg");
+    CHECK(hnapi_send(c, (const uint8_t *)msg, (size_t)n, 0, &ticket) == HNET_RTRN_SUCCESS, "send");
+    uint64_t live = ticket;
+    ticket = 4242;
+    NULL_CASE(hnapi_receive(NULL, live, 0, buf, sizeof buf, &len), "client");
+    NULL_CASE(hnapi_receive(c, live, 0, buf, sizeof buf, NULL), "len");
+    NULL_CASE(hnapi_receive(c, live, 0, NULL, sizeof buf, &len), "buf");
+    CHECK(hnapi_receive(c, live, UINT32_MAX, buf, sizeof buf, &len) == HNET_RTRN_SUCCESS, "the ticket lived on");
+    len = 4242;
+    NULL_CASE(hnapi_server_wait_connected(NULL, 0), "server");
+    CHECK(hnapi_server_open(server_toml, &s) == HNET_RTRN_SUCCESS, "server open: %s", last_error());
+    NULL_CASE(hnapi_server_receive(s, 0, NULL, buf, sizeof buf, &len), "request_id");
+    NULL_CASE(hnapi_server_receive(s, 0, &id, buf, sizeof buf, NULL), "len");
+    NULL_CASE(hnapi_server_receive(s, 0, &id, NULL, sizeof buf, &len), "buf");
+    NULL_CASE(hnapi_server_respond(s, 1, NULL, 10), "msg");
+#undef NULL_CASE
+    CHECK(other == NULL && id == 4242 && len == 4242 && ticket == 4242, "nothing written on failure");
+    hnapi_client_shutdown(NULL);
+    hnapi_server_shutdown(NULL);
     hnapi_client_close(NULL);
     hnapi_server_close(NULL);
+    hnapi_server_close(s);
     hnapi_client_close(c);
 
     /* The last error: its length, cut to fit, NUL-terminated. */
@@ -181,8 +222,10 @@ static void test_input_without_msh(void) {
     CHECK(rc == HNET_RTRN_INVALIDFORMATERROR, "%s", hnapi_code_name(rc));
     CHECK(strstr(last_error(), "MSH") != NULL, "%s", last_error());
     CHECK(strstr(last_error(), "9029274643") == NULL, "no PHI in the last error");
-    uint64_t ticket = 0;
+    uint64_t ticket = 4242;
     CHECK(hnapi_send(c, (const uint8_t *)"", 0, 0, &ticket) == HNET_RTRN_INVALIDFORMATERROR, "empty");
+    CHECK(hnapi_send(c, (const uint8_t *)not_hl7, strlen(not_hl7), 0, &ticket) == HNET_RTRN_INVALIDFORMATERROR, "no MSH");
+    CHECK(ticket == 4242, "no ticket written on failure");
     hnapi_client_close(c);
 }
 
@@ -288,8 +331,9 @@ static void test_fifty_tickets(void) {
     int n = request(msg, sizeof msg, "HNSIM-NORESPONSE", "R03", "TICKETSLOW");
     uint64_t slow = 0;
     CHECK(hnapi_send(c, (const uint8_t *)msg, (size_t)n, 1000, &slow) == HNET_RTRN_SUCCESS, "send slow");
-    size_t len = 0;
+    size_t len = 4242;
     CHECK(hnapi_receive(c, slow, 0, buf, sizeof buf, &len) == HNET_RTRN_PENDING, "pending");
+    CHECK(len == 4242, "*len is not written while pending");
     CHECK(hnapi_receive(c, slow, UINT32_MAX, buf, sizeof buf, &len) == HNET_RTRN_SUCCESS, "ends by its timeout");
     hnapi_client_close(c);
 }
@@ -353,14 +397,116 @@ static void test_server_application(void) {
     hnapi_server_close(s);
 }
 
+/* A server application whose answers are larger than any small buffer: it counts the
+   requests it is handed, and takes each first into a buffer too small for it. */
+static atomic_int big_requests;
+static atomic_int big_stop;
+static atomic_int big_failures;
+
+static void *serve_big(void *arg) {
+    HnapiServer *s = arg;
+    static unsigned char request[4096];
+    static char answer[16384];
+    while (!atomic_load(&big_stop)) {
+        uint64_t id = 4242;
+        size_t len = 0;
+        unsigned char tiny[8];
+        int32_t rc = hnapi_server_receive(s, 100, &id, tiny, sizeof tiny, &len);
+        if (rc == HNET_RTRN_PENDING) continue;
+        /* BUFFERTOOSMALL: *len is the size needed, *request_id is not written, and the
+           request is kept for the next call. */
+        if (rc != HNET_RTRN_BUFFERTOOSMALL || id != 4242 || len <= sizeof tiny || len > sizeof request) {
+            atomic_fetch_add(&big_failures, 1);
+            continue;
+        }
+        size_t needed = len;
+        rc = hnapi_server_receive(s, 0, &id, request, sizeof request, &len);
+        if (rc != HNET_RTRN_SUCCESS || len != needed) {
+            atomic_fetch_add(&big_failures, 1);
+            continue;
+        }
+        atomic_fetch_add(&big_requests, 1);
+        char control[64];
+        field(request, len, "MSH", 10, control, sizeof control);
+        int n = snprintf(answer, sizeof answer,
+                         "MSH|^~\\&|HNAPI-DEMO|BC00000099|CTEST|BC00000098|20261124120000||ACK|S%s|D|2.3\r"
+                         "MSA|AA|%s\rNTE|1||",
+                         control, control);
+        memset(answer + n, 'X', 10000);
+        n += 10000;
+        answer[n++] = '\r';
+        if (hnapi_server_respond(s, id, (const uint8_t *)answer, (size_t)n) != HNET_RTRN_SUCCESS) {
+            atomic_fetch_add(&big_failures, 1);
+        }
+    }
+    return NULL;
+}
+
+/* hnapi_send_receive's BUFFERTOOSMALL keeps the answer: the same call again with a
+   bigger buffer returns it, and the receiving application is handed the request once. */
+static void test_retry_is_not_sent_again(void) {
+    HnapiServer *s = NULL;
+    int32_t rc = hnapi_server_open(server_toml, &s);
+    CHECK(rc == HNET_RTRN_SUCCESS, "%s: %s", hnapi_code_name(rc), last_error());
+    CHECK(hnapi_server_wait_connected(s, 10000) == HNET_RTRN_SUCCESS, "connected: %s", last_error());
+    pthread_t thread;
+    pthread_create(&thread, NULL, serve_big, s);
+    HnapiClient *c = open_client();
+    char msg[512];
+    int n = request(msg, sizeof msg, "HNAPI-DEMO", "R03", "CRETRY1");
+    unsigned char tiny[64];
+    size_t needed = 0;
+    rc = hnapi_send_receive(c, (const uint8_t *)msg, (size_t)n, 10000, tiny, sizeof tiny, &needed);
+    int too_small = rc == HNET_RTRN_BUFFERTOOSMALL;
+    unsigned char *buf = malloc(needed + 1);
+    size_t len = 0;
+    int32_t again = too_small ? hnapi_send_receive(c, (const uint8_t *)msg, (size_t)n, 10000, buf, needed, &len) : -1;
+    struct timespec pause = {0, 300000000}; /* time for a second request to arrive, were it sent */
+    nanosleep(&pause, NULL);
+    atomic_store(&big_stop, 1);
+    pthread_join(thread, NULL);
+    hnapi_server_close(s);
+    hnapi_client_close(c);
+    char f[64];
+    int answered = again == HNET_RTRN_SUCCESS && len == needed &&
+                   strcmp(field(buf, len, "MSA", 2, f, sizeof f), "CRETRY1") == 0;
+    free(buf);
+    CHECK(too_small, "first call: %s", hnapi_code_name(rc));
+    CHECK(needed > 10000, "needed %zu", needed);
+    CHECK(answered, "the second call: %s, len %zu of %zu", hnapi_code_name(again), len, needed);
+    CHECK(atomic_load(&big_failures) == 0, "%d server-side failures", atomic_load(&big_failures));
+    CHECK(atomic_load(&big_requests) == 1, "the server application was handed the request %d times",
+          atomic_load(&big_requests));
+}
+
+/* The entries of a /proc/self folder: the process's threads or open files. */
+static int entries(const char *folder) {
+    DIR *d = opendir(folder);
+    if (d == NULL) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] != '.') n++;
+    }
+    closedir(d);
+    return n;
+}
+
 static void test_open_close_many(void) {
+    int threads = entries("/proc/self/task"), files = entries("/proc/self/fd");
+    double started = now_seconds();
     for (int i = 0; i < 1000; i++) {
         HnapiClient *c = NULL;
         int32_t rc = hnapi_client_open(client_toml, &c);
         CHECK(rc == HNET_RTRN_SUCCESS, "open %d: %s", i, hnapi_code_name(rc));
         hnapi_client_close(c);
     }
-    /* LeakSanitizer checks at exit that nothing of the 1000 was kept. */
+    /* Threads and open files are back where they were; LeakSanitizer checks at exit that
+       no memory of the 1000 was kept. */
+    int threads_after = entries("/proc/self/task"), files_after = entries("/proc/self/fd");
+    printf("     1000 in %.1f s; threads %d -> %d, open files %d -> %d\n", now_seconds() - started, threads,
+           threads_after, files, files_after);
+    CHECK(threads_after <= threads, "threads %d -> %d", threads, threads_after);
+    CHECK(files_after <= files, "open files %d -> %d", files, files_after);
 }
 
 static int32_t waiting_rc;
@@ -437,7 +583,8 @@ int main(int argc, char **argv) {
     run("16 threads x 100 on one client", test_sixteen_threads);
     run("50 tickets in flight", test_fifty_tickets);
     run("a C server application answering a C client", test_server_application);
-        run("open and close 1000 times", test_open_close_many);
+    run("a retry after BUFFERTOOSMALL is not sent again", test_retry_is_not_sent_again);
+    run("open and close 1000 times", test_open_close_many);
     run("shutdown wakes a thread waiting on the client", test_shutdown_wakes_a_waiting_thread);
     run("log callback, without PHI", test_log_callback);
     printf("%s\n", failures == 0 ? "all C ABI tests passed" : "C ABI tests FAILED");

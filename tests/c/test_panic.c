@@ -2,12 +2,14 @@
  * What a C host sees when the library panics: a library built with the `test-panic`
  * feature (tests only) panics inside the exported function that HNAPI_TEST_PANIC names.
  *
- *   HNAPI_TEST_PANIC=hnapi_send_receive test_panic CLIENT_TOML
+ *   HNAPI_TEST_PANIC=hnapi_send_receive test_panic CLIENT_TOML SERVER_TOML
  *
  * The named function must return HNET_RTRN_INTERNALERROR (or, for a function returning
  * nothing, just return) with a last-error sentence naming it, write none of its
  * out-parameters, and leave the process and the library working: every other call
- * succeeds, and a transaction afterwards is answered by the sandbox's simulator.
+ * succeeds, and a transaction afterwards is answered by the sandbox's simulator (or, for
+ * the server application's functions, the request it was handed gets its answer: the
+ * server's, or the gateway's AR once the server application closes).
  * Exit status 0 when all of that holds; the named function must be one this program calls.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -50,6 +52,18 @@ static int panicked(const char *function, int32_t rc) {
     return 1;
 }
 
+/* After a function returning nothing: when it was the one forced to panic, it returned
+ * (the process goes on) with a last error naming it. */
+static void void_panicked(const char *function) {
+    if (strcmp(forced, function) != 0) return;
+    char why[512], expected[128];
+    hnapi_last_error(why, sizeof why);
+    snprintf(expected, sizeof expected, "internal error in %s", function);
+    if (strstr(why, expected) == NULL) fail("the panic was not caught");
+    printf("ok   %s: returned, \"%s\"\n", function, why);
+    panics++;
+}
+
 /* One transaction with send_receive or, when that is the panicking one, send + receive. */
 static void transaction(HnapiClient *c, const char *control) {
     char msg[256];
@@ -74,12 +88,66 @@ static void transaction(HnapiClient *c, const char *control) {
     if (strstr((const char *)answer, msa) == NULL) fail("the simulator's answer is not there");
 }
 
+static void on_log(int32_t level, const char *line, void *ctx) {
+    (void)level;
+    (void)line;
+    (void)ctx;
+}
+
+/* The server application's part: open, wait until the gateway has it, receive one
+ * request to HNAPI-DEMO from the client and answer it. Whichever of its functions panics,
+ * the client's request still gets exactly one answer. */
+static void server_part(HnapiClient *c, const char *server_toml) {
+    /* It sends with hnapi_send and hnapi_receive: not when one of them is to panic. */
+    if (strcmp(forced, "hnapi_send") == 0 || strcmp(forced, "hnapi_receive") == 0) return;
+    HnapiServer *s = NULL;
+    if (panicked("hnapi_server_open", hnapi_server_open(server_toml, &s))) {
+        if (s != NULL) fail("hnapi_server_open wrote its out-parameter");
+        return;
+    }
+    if (panicked("hnapi_server_wait_connected", hnapi_server_wait_connected(s, 10000))) {
+        hnapi_server_close(s);
+        return;
+    }
+    const char msg[] = "MSH|^~\\&|CPANIC|BC00000098|HNAPI-DEMO|BC0003000|20261124120000||R03|CPANIC3|D|2.3\r";
+    uint64_t ticket = 0;
+    if (hnapi_send(c, (const uint8_t *)msg, sizeof msg - 1, 10000, &ticket) != HNET_RTRN_SUCCESS) fail("hnapi_send");
+    unsigned char request[4096];
+    uint64_t id = 777;
+    size_t len = 12345;
+    int32_t rc = hnapi_server_receive(s, 10000, &id, request, sizeof request, &len);
+    int answered = 0;
+    if (panicked("hnapi_server_receive", rc)) {
+        if (id != 777 || len != 12345) fail("hnapi_server_receive wrote an out-parameter");
+    } else {
+        const char answer[] =
+            "MSH|^~\\&|HNAPI-DEMO|BC00000099|CPANIC|BC00000098|20261124120000||ACK|SCPANIC3|D|2.3\r"
+            "MSA|AA|CPANIC3\r";
+        answered = !panicked("hnapi_server_respond",
+                             hnapi_server_respond(s, id, (const uint8_t *)answer, sizeof answer - 1));
+    }
+    /* Closing the server application makes the gateway answer what it still waits for. */
+    hnapi_server_close(s);
+    void_panicked("hnapi_server_close");
+    unsigned char reply[4096];
+    len = 0;
+    if (hnapi_receive(c, ticket, UINT32_MAX, reply, sizeof reply - 1, &len) != HNET_RTRN_SUCCESS)
+        fail("the request to the server application got no answer");
+    reply[len] = 0;
+    const char *expected = answered ? "MSA|AA|CPANIC3" : "MSA|AR|CPANIC3|TXFR024E";
+    if (strstr((const char *)reply, expected) == NULL) fail(expected);
+    printf("ok   the request to the server application was answered (%s)\n", expected);
+}
+
 int main(int argc, char **argv) {
     forced = getenv("HNAPI_TEST_PANIC");
-    if (argc != 2 || forced == NULL) {
-        fprintf(stderr, "usage: HNAPI_TEST_PANIC=FUNCTION test_panic CLIENT_TOML\n");
+    if (argc != 3 || forced == NULL) {
+        fprintf(stderr, "usage: HNAPI_TEST_PANIC=FUNCTION test_panic CLIENT_TOML SERVER_TOML\n");
         return 2;
     }
+
+    hnapi_set_log_callback(on_log, NULL, 3);
+    void_panicked("hnapi_set_log_callback");
 
     HnapiClient *c = NULL;
     if (panicked("hnapi_client_open", hnapi_client_open(argv[1], &c))) {
@@ -106,17 +174,13 @@ int main(int argc, char **argv) {
         if (panicked("hnapi_receive", rc) && len != 12345) fail("hnapi_receive wrote *len");
     }
 
+    server_part(c, argv[2]);
+
     transaction(c, "CPANIC2");
     printf("ok   a transaction after the panic is answered\n");
 
     hnapi_client_close(c);
-    if (strcmp(forced, "hnapi_client_close") == 0) {
-        char why[512];
-        hnapi_last_error(why, sizeof why);
-        if (strstr(why, "internal error in hnapi_client_close") == NULL) fail("close's panic was not caught");
-        printf("ok   hnapi_client_close: returned, \"%s\"\n", why);
-        panics++;
-    }
+    void_panicked("hnapi_client_close");
     if (panics != 1) {
         fprintf(stderr, "FAIL %s was not forced to panic: is the library built with --features test-panic?\n",
                 forced);
