@@ -116,7 +116,8 @@ LD_LIBRARY_PATH="$lib" "$work/test_hnapi" "$client_toml" "$server_toml"
 
 step "C ABI: a panic inside the library gives HNET_RTRN_INTERNALERROR (a test-panic build)"
 # The same library built with the test-only feature `test-panic`: the exported function
-# named by HNAPI_TEST_PANIC panics inside its boundary. Then the normal build again, so
+# named by HNAPI_TEST_PANIC panics inside its boundary (or, with "transaction", every
+# transaction panics inside the library). Then the normal build again, so
 # target/debug/libhnapi.so is never the test build.
 cargo build --locked --lib --features test-panic
 mkdir -p "$work/panic"
@@ -124,12 +125,12 @@ cp target/debug/libhnapi.so "$work/panic/libhnapi.so"
 cargo build --locked --lib
 gcc -Wall -Wextra -Werror -std=c11 -g -fsanitize=address -fno-omit-frame-pointer \
   -Iinclude tests/c/test_panic.c -L"$work/panic" -lhnapi -o "$work/test_panic"
-for function in hnapi_set_log_callback hnapi_client_open hnapi_send_receive hnapi_send hnapi_receive \
+for point in hnapi_set_log_callback hnapi_client_open hnapi_send_receive hnapi_send hnapi_receive \
   hnapi_client_close hnapi_server_open hnapi_server_wait_connected hnapi_server_receive \
-  hnapi_server_respond hnapi_server_close; do
+  hnapi_server_respond hnapi_server_close transaction; do
   # A panic in a *_close leaves its handle unreleased, as it must: no leak check then.
-  leaks=1; [[ "$function" == *_close ]] && leaks=0
-  if ! ASAN_OPTIONS="detect_leaks=$leaks" HNAPI_TEST_PANIC=$function LD_LIBRARY_PATH="$work/panic" \
+  leaks=1; [[ "$point" == *_close ]] && leaks=0
+  if ! ASAN_OPTIONS="detect_leaks=$leaks" HNAPI_TEST_PANIC=$point LD_LIBRARY_PATH="$work/panic" \
     "$work/test_panic" "$client_toml" "$server_toml" 2>"$work/panic.err"; then
     cat "$work/panic.err"
     exit 1

@@ -32,6 +32,22 @@ pub mod sandbox;
 pub mod transport;
 pub mod xfer;
 
+/// In a build with the `test-panic` feature (tests only, never shipped), panics when the
+/// environment variable `HNAPI_TEST_PANIC` names `point`: an exported C function (see
+/// `ffi::boundary`) or `transaction` (every transaction of a client, whether the
+/// caller's thread or a task of the library runs it). The C tests use it to
+/// show what a host sees when the library panics.
+#[cfg(feature = "test-panic")]
+pub(crate) fn test_panic(point: &str) {
+    if std::env::var_os("HNAPI_TEST_PANIC").is_some_and(|p| p == point) {
+        panic!("forced by HNAPI_TEST_PANIC");
+    }
+}
+
+#[cfg(not(feature = "test-panic"))]
+#[inline(always)]
+pub(crate) fn test_panic(_point: &str) {}
+
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -322,6 +322,7 @@ impl AsyncClient {
     ) -> Result<Answer, ClientError> {
         let request = Message::parse(message).map_err(ClientError::InvalidFormat)?;
         self.check_size(message)?;
+        crate::test_panic("transaction");
         let timeout = timeout.unwrap_or(self.inner.config.timeout);
         let deadline = Instant::now() + timeout;
         match &self.inner.route {

@@ -57,7 +57,7 @@ impl From<ClientError> for Failure {
 /// Runs `body` for the exported function `name`: catches panics, keeps the last error.
 pub(crate) fn boundary(name: &str, body: impl FnOnce() -> Result<(), Failure>) -> i32 {
     match catch_unwind(AssertUnwindSafe(|| {
-        forced_panic(name);
+        crate::test_panic(name);
         body()
     })) {
         Ok(Ok(())) => {
@@ -79,19 +79,6 @@ pub(crate) fn boundary(name: &str, body: impl FnOnce() -> Result<(), Failure>) -
         }
     }
 }
-
-/// In a build with the `test-panic` feature (tests only, never shipped), the exported
-/// function named by the environment variable `HNAPI_TEST_PANIC` panics inside its
-/// boundary, so that the C tests can show what a host sees when the library panics.
-#[cfg(feature = "test-panic")]
-fn forced_panic(name: &str) {
-    if std::env::var_os("HNAPI_TEST_PANIC").is_some_and(|f| f == name) {
-        panic!("forced by HNAPI_TEST_PANIC");
-    }
-}
-
-#[cfg(not(feature = "test-panic"))]
-fn forced_panic(_name: &str) {}
 
 /// Runs `body` for a function that returns nothing (`*_close`, setters): a panic is
 /// caught and becomes the last error.

@@ -4,6 +4,8 @@
  *
  *   HNAPI_TEST_PANIC=hnapi_send_receive test_panic CLIENT_TOML SERVER_TOML
  *
+ * (HNAPI_TEST_PANIC=transaction makes every transaction panic instead, in the caller's
+ * thread for hnapi_send_receive and in a task of the library's for hnapi_send.)
  * The named function must return HNET_RTRN_INTERNALERROR (or, for a function returning
  * nothing, just return) with a last-error sentence naming it, write none of its
  * out-parameters, and leave the process and the library working: every other call
@@ -139,6 +141,36 @@ static void server_part(HnapiClient *c, const char *server_toml) {
     printf("ok   the request to the server application was answered (%s)\n", expected);
 }
 
+/* HNAPI_TEST_PANIC=transaction: every transaction panics inside the library. The
+ * caller is not left waiting: each call returns HNET_RTRN_INTERNALERROR at once, with a
+ * last error, and the client can still be used and closed. */
+static void transaction_panics(const char *client_toml) {
+    HnapiClient *c = NULL;
+    if (hnapi_client_open(client_toml, &c) != HNET_RTRN_SUCCESS) fail("hnapi_client_open");
+    const char msg[] = "MSH|^~\\&|CPANIC|BC00000098|HNSIM-ECHO|BC0003000|20261124120000||R03|CPANIC4|D|2.3\r";
+    unsigned char answer[4096];
+    for (int i = 0; i < 3; i++) {
+        size_t len = 12345;
+        int32_t rc = hnapi_send_receive(c, (const uint8_t *)msg, sizeof msg - 1, 0, answer, sizeof answer, &len);
+        if (rc != HNET_RTRN_INTERNALERROR || len != 12345) fail("hnapi_send_receive: not INTERNALERROR");
+        char why[512];
+        hnapi_last_error(why, sizeof why);
+        if (strstr(why, "internal error in hnapi_send_receive") == NULL) fail("hnapi_send_receive's last error");
+        if (i == 0) printf("ok   hnapi_send_receive: HNET_RTRN_INTERNALERROR, \"%s\"\n", why);
+        uint64_t ticket = 0;
+        if (hnapi_send(c, (const uint8_t *)msg, sizeof msg - 1, 0, &ticket) != HNET_RTRN_SUCCESS) fail("hnapi_send");
+        rc = hnapi_receive(c, ticket, UINT32_MAX, answer, sizeof answer, &len);
+        if (rc != HNET_RTRN_INTERNALERROR || len != 12345) fail("hnapi_receive: not INTERNALERROR");
+        hnapi_last_error(why, sizeof why);
+        if (strstr(why, "without an answer") == NULL) fail("hnapi_receive's last error");
+        if (i == 0) printf("ok   hnapi_receive: the task's panic gives HNET_RTRN_INTERNALERROR, \"%s\"\n", why);
+        if (hnapi_receive(c, ticket, 0, answer, sizeof answer, &len) != HNET_RTRN_UNKNOWNTICKET)
+            fail("the ticket outlived its outcome");
+    }
+    hnapi_client_close(c);
+    printf("ok   the client closes\n");
+}
+
 int main(int argc, char **argv) {
     forced = getenv("HNAPI_TEST_PANIC");
     if (argc != 3 || forced == NULL) {
@@ -150,6 +182,10 @@ int main(int argc, char **argv) {
     void_panicked("hnapi_set_log_callback");
 
     HnapiClient *c = NULL;
+    if (strcmp(forced, "transaction") == 0) {
+        transaction_panics(argv[1]);
+        return 0;
+    }
     if (panicked("hnapi_client_open", hnapi_client_open(argv[1], &c))) {
         if (c != NULL) fail("hnapi_client_open wrote its out-parameter");
         if (hnapi_client_open_toml("facility = 1", NULL, &c) != HNET_RTRN_CONFIGERROR)
