@@ -6,11 +6,12 @@
 # LIBDIR holds libhnapi.so (target/debug or target/release); CLIENT_TOML and SERVER_TOML
 # are those `hnsecure sandbox` printed. Needs Mono's C# compiler and runtime (Debian:
 # apt-get install -y --no-install-recommends mono-mcs). Compiles with mcs, warnings as
-# errors, into a temporary folder; checks that the binding's code table is the header's;
-# runs tests/dotnet/HnapiTests.cs and examples/dotnet/Send.cs (whose output must hold an
-# AA). PANIC_LIBDIR, when given, holds a libhnapi.so built with the test-only feature
-# `test-panic`: the tests' --panic-case then runs in a process of its own with that library
-# and HNAPI_TEST_PANIC=hnapi_send_receive. Exit status 0 when everything passed.
+# errors, into a temporary folder (the README's C# snippet too, as written); checks that
+# the binding's code table is the header's; runs tests/dotnet/HnapiTests.cs and
+# examples/dotnet/Send.cs (whose output must hold an AA). PANIC_LIBDIR, when given, holds a
+# libhnapi.so built with the test-only feature `test-panic`: the tests' --panic-case then
+# runs in a process of its own with that library and HNAPI_TEST_PANIC=hnapi_send_receive.
+# Exit status 0 when everything passed.
 set -euo pipefail
 
 if [ "$#" -ne 3 ] && [ "$#" -ne 4 ]; then
@@ -59,6 +60,18 @@ mcs -warnaserror+ -nologo -out:"$work/HnapiTests.exe" "$root/tests/dotnet/HnapiT
 
 step "mcs -warnaserror+: binding + examples/dotnet/Send.cs"
 mcs -warnaserror+ -nologo -out:"$work/Send.exe" "$root/examples/dotnet/Send.cs" "$binding"
+
+step "mcs -warnaserror+: binding + the README's C# snippet, as written"
+# The first ```csharp block under the heading, up to the next heading.
+awk -v heading='### C# (.NET 6+, or Mono)' '
+  $0 == heading { under = 1; next }
+  under && !inside && /^#/ { exit }
+  under && !inside && $0 == "```csharp" { inside = 1; next }
+  inside && $0 == "```" { exit }
+  inside { print }
+' "$root/README.md" >"$work/Readme.cs"
+[ -s "$work/Readme.cs" ] || fail "no C# snippet under the README's heading \"### C# (.NET 6+, or Mono)\""
+mcs -warnaserror+ -nologo -out:"$work/Readme.exe" "$work/Readme.cs" "$binding"
 
 outer_library_path=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -6,9 +6,10 @@
 # LIBDIR holds libhnapi.so (target/debug or target/release); CLIENT_TOML and SERVER_TOML
 # are the sandbox's (`hnsecure sandbox --dir DIR --port 0` prints them). Needs Java 17+
 # (javac) and JNA (Debian: libjna-java, /usr/share/java/jna.jar; or set JNA_JAR).
-# Compiles with -Xlint:all -Werror into a temporary folder, runs tests/java/HnapiTest
-# (which also compares HnetRtrn.java with include/hnapi.h) and examples/java/Send (whose
-# answer must contain MSA|AA|). PANIC_LIBDIR, when given, holds a libhnapi.so built with the test-only feature
+# Compiles with -Xlint:all -Werror into a temporary folder (the README's Java snippet too,
+# as written), runs tests/java/HnapiTest (which also compares HnetRtrn.java with
+# include/hnapi.h) and examples/java/Send (whose answer must contain MSA|AA|).
+# PANIC_LIBDIR, when given, holds a libhnapi.so built with the test-only feature
 # `test-panic`: HnapiTest --panic-case then runs in a JVM of its own with that library and
 # HNAPI_TEST_PANIC=hnapi_send_receive. Exits non-zero on any failure.
 set -euo pipefail
@@ -44,6 +45,19 @@ javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/test" "${bindings[@
 
 step "javac bindings + example (-Xlint:all -Werror)"
 javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/example" "${bindings[@]}" "$root/examples/java/Send.java"
+
+step "javac bindings + the README's Java snippet, as written (-Xlint:all -Werror)"
+# The first ```java block under the heading, up to the next heading.
+mkdir -p "$out/readme-src"
+awk -v heading='### Java (JNA)' '
+  $0 == heading { under = 1; next }
+  under && !inside && /^#/ { exit }
+  under && !inside && $0 == "```java" { inside = 1; next }
+  inside && $0 == "```" { exit }
+  inside { print }
+' "$root/README.md" >"$out/readme-src/Readme.java"
+[ -s "$out/readme-src/Readme.java" ] || { echo "no Java snippet under the README's heading \"### Java (JNA)\"" >&2; exit 1; }
+javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/readme" "${bindings[@]}" "$out/readme-src/Readme.java"
 
 java_run() {
   local classes=$1
