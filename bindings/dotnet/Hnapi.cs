@@ -551,7 +551,8 @@ namespace Hnapi
         /// <summary>
         /// The answer for <paramref name="ticket"/>, waiting up to <paramref name="wait"/>:
         /// null (or Timeout.InfiniteTimeSpan) waits until it exists — every transaction ends
-        /// by its timeout —, TimeSpan.Zero polls. Returns null when it has not arrived yet
+        /// by its timeout —, as the C ABI's UINT32_MAX and a null wait in the Java bindings
+        /// do; TimeSpan.Zero polls. Returns null when a finite wait ended before it arrived
         /// (HNET_RTRN_PENDING; the ticket stays valid).
         /// </summary>
         /// <exception cref="HnapiException">HNET_RTRN_UNKNOWNTICKET for a ticket that is unknown or already received.</exception>
@@ -617,6 +618,7 @@ namespace Hnapi
         /// <summary>A request; normally made by <see cref="HnapiServer.Receive"/>.</summary>
         public HnapiRequest(ulong id, byte[] message)
         {
+            Call.NotNull(message, nameof(message));
             Id = id;
             Message = message;
         }
@@ -630,12 +632,13 @@ namespace Hnapi
     {
         private readonly ServerHandle _handle;
 
-        // One native receive at a time. The library already serializes receivers on its
-        // inbox, so this costs no concurrency; it makes "the request is kept for the next
-        // call" (HNET_RTRN_BUFFERTOOSMALL) safe with several receiving threads, where the
-        // library's single kept-request slot could otherwise be overwritten by another
-        // thread's too-large request, losing the first. It also lets a poll return at
-        // once instead of waiting for another thread's wait to end.
+        // One native receive at a time. No request can be lost without it: the library
+        // queues a request whose buffer was too small (HNET_RTRN_BUFFERTOOSMALL) and hands
+        // it to the next receive on any thread (src/ffi/server.rs). This lock makes that
+        // next receive this thread's retry, with a buffer of the size the library asked
+        // for, instead of another thread's whose buffer may be too small again. It costs
+        // no concurrency: the library serves one waiting receiver at a time. A poll that
+        // finds the lock taken returns null at once.
         private readonly object _receiving = new object();
 
         private HnapiServer(IntPtr server)
@@ -662,7 +665,7 @@ namespace Hnapi
         /// <summary>
         /// The next request, waiting up to <paramref name="wait"/>: null (or
         /// Timeout.InfiniteTimeSpan) waits until one comes, TimeSpan.Zero polls. Returns null
-        /// when none came. Throws ObjectDisposedException when the server is disposed,
+        /// when a finite wait ended before one came. Throws ObjectDisposedException when the server is disposed,
         /// including while waiting (within a quarter of a second).
         /// </summary>
         public HnapiRequest Receive(TimeSpan? wait = null)

@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # run.sh — builds and runs the .NET bindings' tests and example against a running sandbox.
 #
-#   tests/dotnet/run.sh LIBDIR CLIENT_TOML SERVER_TOML
+#   tests/dotnet/run.sh LIBDIR CLIENT_TOML SERVER_TOML [PANIC_LIBDIR]
 #
 # LIBDIR holds libhnapi.so (target/debug or target/release); CLIENT_TOML and SERVER_TOML
 # are those `hnsecure sandbox` printed. Needs Mono's C# compiler and runtime (Debian:
 # apt-get install -y --no-install-recommends mono-mcs). Compiles with mcs, warnings as
-# errors, into a temporary folder; checks that the binding's code table is the header's;
-# runs tests/dotnet/HnapiTests.cs and examples/dotnet/Send.cs (whose output must hold an
-# AA). Exit status 0 when everything passed.
+# errors, into a temporary folder (the README's C# snippet too, as written); checks that
+# the binding's code table is the header's; runs tests/dotnet/HnapiTests.cs and
+# examples/dotnet/Send.cs (whose output must hold an AA). PANIC_LIBDIR, when given, holds a
+# libhnapi.so built with the test-only feature `test-panic`: the tests' --panic-case then
+# runs in a process of its own with that library and HNAPI_TEST_PANIC=hnapi_send_receive.
+# Exit status 0 when everything passed.
 set -euo pipefail
 
-if [ "$#" -ne 3 ]; then
-  echo "usage: $0 LIBDIR CLIENT_TOML SERVER_TOML" >&2
+if [ "$#" -ne 3 ] && [ "$#" -ne 4 ]; then
+  echo "usage: $0 LIBDIR CLIENT_TOML SERVER_TOML [PANIC_LIBDIR]" >&2
   exit 2
 fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 libdir=$(cd "$1" && pwd)
 client_toml=$2
 server_toml=$3
+panic_libdir=""
+if [ "$#" -eq 4 ]; then
+  panic_libdir=$(cd "$4" && pwd)
+fi
 
 step() { printf '\n--> %s\n' "$*"; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
@@ -29,6 +36,9 @@ done
 [ -e "$libdir/libhnapi.so" ] || [ -e "$libdir/libhnapi.dylib" ] || fail "no libhnapi in $libdir (cargo build first)"
 [ -f "$client_toml" ] || fail "no client configuration at $client_toml"
 [ -f "$server_toml" ] || fail "no server configuration at $server_toml"
+if [ -n "$panic_libdir" ]; then
+  [ -e "$panic_libdir/libhnapi.so" ] || [ -e "$panic_libdir/libhnapi.dylib" ] || fail "no libhnapi in $panic_libdir"
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hnapi-dotnet.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -51,6 +61,19 @@ mcs -warnaserror+ -nologo -out:"$work/HnapiTests.exe" "$root/tests/dotnet/HnapiT
 step "mcs -warnaserror+: binding + examples/dotnet/Send.cs"
 mcs -warnaserror+ -nologo -out:"$work/Send.exe" "$root/examples/dotnet/Send.cs" "$binding"
 
+step "mcs -warnaserror+: binding + the README's C# snippet, as written"
+# The first ```csharp block under the heading, up to the next heading.
+awk -v heading='### C# (.NET 6+, or Mono)' '
+  $0 == heading { under = 1; next }
+  under && !inside && /^#/ { exit }
+  under && !inside && $0 == "```csharp" { inside = 1; next }
+  inside && $0 == "```" { exit }
+  inside { print }
+' "$root/README.md" >"$work/Readme.cs"
+[ -s "$work/Readme.cs" ] || fail "no C# snippet under the README's heading \"### C# (.NET 6+, or Mono)\""
+mcs -warnaserror+ -nologo -out:"$work/Readme.exe" "$work/Readme.cs" "$binding"
+
+outer_library_path=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 step "mono HnapiTests.exe $client_toml $server_toml"
@@ -59,6 +82,16 @@ status=0
 timeout 300 mono "$work/HnapiTests.exe" "$client_toml" "$server_toml" || status=$?
 [ "$status" -eq 124 ] && fail "the tests did not end within 300 s"
 [ "$status" -eq 0 ] || fail "the tests (exit status $status)"
+
+if [ -n "$panic_libdir" ]; then
+  step "HNAPI_TEST_PANIC=hnapi_send_receive mono HnapiTests.exe --panic-case $client_toml (the library in $panic_libdir)"
+  status=0
+  # The panic's own report on stderr is expected; a backtrace of it would only be noise.
+  HNAPI_TEST_PANIC=hnapi_send_receive RUST_BACKTRACE=0 LD_LIBRARY_PATH="$panic_libdir${outer_library_path:+:$outer_library_path}" \
+    timeout 120 mono "$work/HnapiTests.exe" --panic-case "$client_toml" || status=$?
+  [ "$status" -eq 124 ] && fail "the panic case did not end within 120 s"
+  [ "$status" -eq 0 ] || fail "the panic case (exit status $status)"
+fi
 
 request=$root/tests/data/v5_2_5_4_request.hl7
 step "mono Send.exe $client_toml $request"

@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # Builds and runs the Java bindings' test and example against a running sandbox.
 #
-#   tests/java/run.sh LIBDIR CLIENT_TOML SERVER_TOML
+#   tests/java/run.sh LIBDIR CLIENT_TOML SERVER_TOML [PANIC_LIBDIR]
 #
 # LIBDIR holds libhnapi.so (target/debug or target/release); CLIENT_TOML and SERVER_TOML
 # are the sandbox's (`hnsecure sandbox --dir DIR --port 0` prints them). Needs Java 17+
 # (javac) and JNA (Debian: libjna-java, /usr/share/java/jna.jar; or set JNA_JAR).
-# Compiles with -Xlint:all -Werror into a temporary folder, runs tests/java/HnapiTest
-# (which also compares HnetRtrn.java with include/hnapi.h) and examples/java/Send (whose
-# answer must contain MSA|AA|). Exits non-zero on any failure.
+# Compiles with -Xlint:all -Werror into a temporary folder (the README's Java snippet too,
+# as written), runs tests/java/HnapiTest (which also compares HnetRtrn.java with
+# include/hnapi.h) and examples/java/Send (whose answer must contain MSA|AA|).
+# PANIC_LIBDIR, when given, holds a libhnapi.so built with the test-only feature
+# `test-panic`: HnapiTest --panic-case then runs in a JVM of its own with that library and
+# HNAPI_TEST_PANIC=hnapi_send_receive. Exits non-zero on any failure.
 set -euo pipefail
 
-if [ "$#" -ne 3 ]; then
-  echo "usage: $0 LIBDIR CLIENT_TOML SERVER_TOML" >&2
+if [ "$#" -ne 3 ] && [ "$#" -ne 4 ]; then
+  echo "usage: $0 LIBDIR CLIENT_TOML SERVER_TOML [PANIC_LIBDIR]" >&2
   exit 2
 fi
 libdir=$(cd "$1" && pwd)
 client_toml=$2
 server_toml=$3
+panic_libdir=""
+if [ "$#" -eq 4 ]; then
+  panic_libdir=$(cd "$4" && pwd)
+  [ -e "$panic_libdir/libhnapi.so" ] || { echo "missing: $panic_libdir/libhnapi.so" >&2; exit 1; }
+fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 jna=${JNA_JAR:-/usr/share/java/jna.jar}
 
@@ -38,6 +46,19 @@ javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/test" "${bindings[@
 step "javac bindings + example (-Xlint:all -Werror)"
 javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/example" "${bindings[@]}" "$root/examples/java/Send.java"
 
+step "javac bindings + the README's Java snippet, as written (-Xlint:all -Werror)"
+# The first ```java block under the heading, up to the next heading.
+mkdir -p "$out/readme-src"
+awk -v heading='### Java (JNA)' '
+  $0 == heading { under = 1; next }
+  under && !inside && /^#/ { exit }
+  under && !inside && $0 == "```java" { inside = 1; next }
+  inside && $0 == "```" { exit }
+  inside { print }
+' "$root/README.md" >"$out/readme-src/Readme.java"
+[ -s "$out/readme-src/Readme.java" ] || { echo "no Java snippet under the README's heading \"### Java (JNA)\"" >&2; exit 1; }
+javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/readme" "${bindings[@]}" "$out/readme-src/Readme.java"
+
 java_run() {
   local classes=$1
   shift
@@ -53,6 +74,13 @@ fi
 step "${locale_env[*]} java HnapiTest $client_toml $server_toml"
 "${locale_env[@]}" java -cp "$out/test:$jna" -Djna.library.path="$libdir" -Dhnapi.header="$root/include/hnapi.h" \
   HnapiTest "$client_toml" "$server_toml"
+
+if [ -n "$panic_libdir" ]; then
+  step "HNAPI_TEST_PANIC=hnapi_send_receive java HnapiTest --panic-case $client_toml (the library in $panic_libdir)"
+  # The panic's own report on stderr is expected; a backtrace of it would only be noise.
+  HNAPI_TEST_PANIC=hnapi_send_receive RUST_BACKTRACE=0 java -cp "$out/test:$jna" -Djna.library.path="$panic_libdir" \
+    HnapiTest --panic-case "$client_toml"
+fi
 
 step "java Send $client_toml tests/data/v5_2_5_4_request.hl7"
 if ! answer=$(java_run "$out/example" Send "$client_toml" "$root/tests/data/v5_2_5_4_request.hl7"); then

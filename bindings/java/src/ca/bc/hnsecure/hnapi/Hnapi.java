@@ -17,8 +17,9 @@ import java.util.function.BiConsumer;
  * <ul>
  *   <li>a transaction <em>timeout</em> of {@code null} or zero means the configured
  *       default ({@code timeout_secs}, 70 s unless configured);
- *   <li>a <em>wait</em> of {@code null} or zero polls; {@link #FOREVER} (or anything
- *       longer) waits until the answer or request exists.
+ *   <li>a <em>wait</em> of {@code null} or {@link #FOREVER} (or anything longer) waits
+ *       until the answer or request exists, as the C ABI's {@code UINT32_MAX} does (and
+ *       as a null wait does in the .NET bindings); zero polls.
  * </ul>
  */
 public final class Hnapi {
@@ -130,9 +131,12 @@ public final class Hnapi {
         return (int) Math.min(ms, 0xFFFF_FFFFL);
     }
 
-    /** A wait in milliseconds, or -1 for forever. */
+    /** A wait in milliseconds, or -1 for forever ({@code null} included). */
     static long waitMs(Duration wait) {
-        if (wait == null || wait.isZero()) {
+        if (wait == null) {
+            return -1;
+        }
+        if (wait.isZero()) {
             return 0;
         }
         if (wait.isNegative()) {

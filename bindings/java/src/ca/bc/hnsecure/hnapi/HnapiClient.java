@@ -142,11 +142,11 @@ public final class HnapiClient implements AutoCloseable {
     }
 
     /**
-     * The answer for {@code ticket}, waiting up to {@code wait} ({@code null} or zero
-     * polls; {@link Hnapi#FOREVER} waits until it exists, which is at most the
-     * transaction's timeout). Returns {@code null} when it has not come yet (the ticket
-     * stays valid) or when this thread is interrupted while waiting (its interrupt status
-     * stays set).
+     * The answer for {@code ticket}, waiting up to {@code wait}: {@code null} or
+     * {@link Hnapi#FOREVER} waits until it exists, which is at most the transaction's
+     * timeout; zero polls. Returns {@code null} when a finite wait ended before it came
+     * (the ticket stays valid) or when this thread is interrupted while waiting (its
+     * interrupt status stays set).
      *
      * @throws HnapiException {@code HNET_RTRN_UNKNOWNTICKET} for a ticket that is unknown
      *     or whose answer was already received

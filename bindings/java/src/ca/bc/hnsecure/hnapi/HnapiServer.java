@@ -46,10 +46,12 @@ public final class HnapiServer implements AutoCloseable {
     private final NativeHandle handle;
     private final Cleaner.Cleanable cleanable;
     /**
-     * One receiving thread in the library at a time. The library keeps a request whose
-     * buffer was too small in a single slot per server; two threads that both hit
-     * HNET_RTRN_BUFFERTOOSMALL at once would overwrite it and lose a request. Threads
-     * waiting here would have waited in the library anyway.
+     * One receiving thread in the library at a time. No request can be lost without it:
+     * the library queues a request whose buffer was too small and hands it to the next
+     * receive on any thread (src/ffi/server.rs). The lock makes that next receive this
+     * thread's retry, with a buffer of the size the library asked for, instead of another
+     * thread's with a buffer that may be too small again. Threads waiting here would have
+     * waited in the library anyway: it serves one waiting receiver at a time.
      */
     private final ReentrantLock receiving = new ReentrantLock(true);
 
@@ -73,9 +75,10 @@ public final class HnapiServer implements AutoCloseable {
     }
 
     /**
-     * The next request, waiting up to {@code wait} ({@code null} or zero polls;
-     * {@link Hnapi#FOREVER} waits until one comes). Returns {@code null} when none came,
-     * or when this thread is interrupted while waiting (its interrupt status stays set).
+     * The next request, waiting up to {@code wait}: {@code null} or
+     * {@link Hnapi#FOREVER} waits until one comes; zero polls. Returns {@code null} when
+     * a finite wait ended before one came, or when this thread is interrupted while
+     * waiting (its interrupt status stays set).
      */
     public Request receive(Duration wait) {
         Hnapi.Deadline deadline = new Hnapi.Deadline(Hnapi.waitMs(wait));
@@ -134,9 +137,10 @@ public final class HnapiServer implements AutoCloseable {
     }
 
     /**
-     * Waits up to {@code wait} ({@code null} or zero only looks) for a gateway to accept
-     * this server application: {@code true} when it is serving. Until then the gateway
-     * answers requests to its names with an AR (HNPS007E).
+     * Waits up to {@code wait} ({@code null} or {@link Hnapi#FOREVER}: until then; zero
+     * only looks) for a gateway to accept this server application: {@code true} when it
+     * is serving. Until then the gateway answers requests to its names with an AR
+     * (HNPS007E).
      */
     public boolean waitConnected(Duration wait) {
         long ms = Hnapi.waitMs(wait);
