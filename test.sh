@@ -168,10 +168,10 @@ wait "$server_pid"
 grep -q "answered request 1" "$work/server.out"
 
 step "C ABI: C# binding (mono)"
-bash tests/dotnet/run.sh "$lib" "$client_toml" "$server_toml"
+bash tests/dotnet/run.sh "$lib" "$client_toml" "$server_toml" "$work/panic"
 
 step "C ABI: Java binding (JNA)"
-bash tests/java/run.sh "$lib" "$client_toml" "$server_toml"
+bash tests/java/run.sh "$lib" "$client_toml" "$server_toml" "$work/panic"
 
 step "Rust example"
 cargo run --locked --quiet --example send -- "$client_toml" tests/data/v5_2_5_4_request.hl7 | tr '\r' '\n' | grep -q "^MSA|AA|"
