@@ -135,6 +135,12 @@ for point in hnapi_set_log_callback hnapi_client_open hnapi_send_receive hnapi_s
     cat "$work/panic.err"
     exit 1
   fi
+  # The library's panics go to its log, never to the host's standard error.
+  if grep -q "panicked" "$work/panic.err"; then
+    echo "a panic in $point was reported on standard error:"
+    cat "$work/panic.err"
+    exit 1
+  fi
 done
 
 step "C ABI: C examples (shared, static, and through pkg-config)"

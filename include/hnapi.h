@@ -34,9 +34,11 @@
  *    wait of 0 polls and UINT32_MAX waits until the answer exists (every transaction
  *    ends by its timeout).
  * 7. Nothing crosses the boundary unchecked: NULL pointers give HNET_RTRN_INVALIDPARAMETER;
- *    a panic inside the library gives HNET_RTRN_INTERNALERROR; no function aborts or
+ *    a panic inside the library gives HNET_RTRN_INTERNALERROR (a transaction's, on the
+ *    library's own threads, too) and one error line in the log; no function aborts or
  *    exits the host process.
- * 8. The library logs only through hnapi_set_log_callback, and never logs message text.
+ * 8. The library logs only through hnapi_set_log_callback, never on standard error, and
+ *    never logs message text.
  */
 
 

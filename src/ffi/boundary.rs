@@ -4,16 +4,58 @@
 //! Every exported function's body runs inside [`boundary`]: a panic becomes
 //! `HNET_RTRN_INTERNALERROR` (it never unwinds into C and never aborts the host), a
 //! failure sets this thread's last-error sentence, and success clears it.
+//!
+//! A panic's message may have been formatted from data, message text included; only a
+//! fixed message (a string literal) is shown, in the last error and in the one log line
+//! the library's panic hook writes (instead of Rust's default report on the host's
+//! standard error) for panics inside an exported function or on the library's threads.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, PanicHookInfo, catch_unwind};
+use std::sync::Once;
 
 use super::codes::HnetRtrn;
 use crate::client::ClientError;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+    /// Whether this thread is inside an exported function (see [`boundary`]).
+    static IN_BOUNDARY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A panic's message when it is fixed text; a formatted one is withheld, since it may
+/// hold message text.
+fn fixed_message(payload: &(dyn std::any::Any + Send)) -> &'static str {
+    match payload.downcast_ref::<&'static str>() {
+        Some(text) => text,
+        None => "(a formatted message, withheld: it may hold message text)",
+    }
+}
+
+/// Installs, once, the panic hook that reports the library's panics as one log line
+/// (`hnapi::panic`, error level: where, and the fixed message) rather than on the host's
+/// standard error. Panics elsewhere in the process go to the hook that was there before.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
+            let in_library = IN_BOUNDARY.try_with(Cell::get).unwrap_or(false)
+                || std::thread::current()
+                    .name()
+                    .is_some_and(|n| n.starts_with("hnapi-"));
+            if !in_library {
+                return previous(info);
+            }
+            let place = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let message = fixed_message(info.payload());
+            log::error!(target: "hnapi::panic", "the library panicked at {place}: {message}");
+        }));
+    });
 }
 
 /// Why a call failed: its code and one sentence for the thread's last error (no PHI).
@@ -56,10 +98,15 @@ impl From<ClientError> for Failure {
 
 /// Runs `body` for the exported function `name`: catches panics, keeps the last error.
 pub(crate) fn boundary(name: &str, body: impl FnOnce() -> Result<(), Failure>) -> i32 {
-    match catch_unwind(AssertUnwindSafe(|| {
+    install_panic_hook();
+    // Restored after the call: a log callback may call into the library from inside it.
+    let outer = IN_BOUNDARY.try_with(|b| b.replace(true)).unwrap_or(false);
+    let result = catch_unwind(AssertUnwindSafe(|| {
         crate::test_panic(name);
         body()
-    })) {
+    }));
+    let _ = IN_BOUNDARY.try_with(|b| b.set(outer));
+    match result {
         Ok(Ok(())) => {
             set_last_error(String::new());
             HnetRtrn::HNET_RTRN_SUCCESS as i32
@@ -69,12 +116,10 @@ pub(crate) fn boundary(name: &str, body: impl FnOnce() -> Result<(), Failure>) -
             failure.code as i32
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            set_last_error(format!("internal error in {name}: {what}"));
+            set_last_error(format!(
+                "internal error in {name}: {}",
+                fixed_message(&*panic)
+            ));
             HnetRtrn::HNET_RTRN_INTERNALERROR as i32
         }
     }
@@ -245,6 +290,19 @@ mod tests {
         let code = boundary("hnapi_test", || Ok(()));
         assert_eq!(code, 0);
         assert_eq!(last_error(), "");
+    }
+
+    #[test]
+    fn a_formatted_panic_message_is_withheld_from_the_last_error() {
+        let phn = "9029274643";
+        let code = boundary("hnapi_test", || panic!("bad field {phn}"));
+        assert_eq!(code, HnetRtrn::HNET_RTRN_INTERNALERROR as i32);
+        let error = last_error();
+        assert!(
+            error.starts_with("internal error in hnapi_test: "),
+            "{error}"
+        );
+        assert!(!error.contains(phn), "{error}");
     }
 
     #[test]

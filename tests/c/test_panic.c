@@ -15,6 +15,7 @@
  * Exit status 0 when all of that holds; the named function must be one this program calls.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +25,28 @@
 
 static const char *forced;
 static int panics;
+static atomic_int panic_lines; /* log lines reporting a panic */
+
+/* The library reports its panics as one log line, not on standard error. */
+static void on_log(int32_t level, const char *line, void *ctx) {
+    (void)ctx;
+    if (level == 1 && strstr(line, "the library panicked at ") != NULL) {
+        atomic_fetch_add(&panic_lines, 1);
+        printf("     logged: %s\n", line);
+    }
+}
 
 static void fail(const char *what) {
     char why[512];
     hnapi_last_error(why, sizeof why);
     fprintf(stderr, "FAIL %s (last error: %s)\n", what, why);
     exit(1);
+}
+
+/* After the forced panic: the log callback (when it was set) heard of it. */
+static void logged(void) {
+    if (strcmp(forced, "hnapi_set_log_callback") != 0 && atomic_load(&panic_lines) == 0)
+        fail("the panic was not logged through the callback");
 }
 
 /* Whether `function` is the one forced to panic; if so, checks its code and last error. */
@@ -50,6 +67,7 @@ static int panicked(const char *function, int32_t rc) {
     snprintf(expected, sizeof expected, "internal error in %s", function);
     if (strstr(why, expected) == NULL) fail("the last error does not name the function");
     printf("ok   %s: %s, \"%s\"\n", function, hnapi_code_name(rc), why);
+    logged();
     panics++;
     return 1;
 }
@@ -63,6 +81,7 @@ static void void_panicked(const char *function) {
     snprintf(expected, sizeof expected, "internal error in %s", function);
     if (strstr(why, expected) == NULL) fail("the panic was not caught");
     printf("ok   %s: returned, \"%s\"\n", function, why);
+    logged();
     panics++;
 }
 
@@ -90,11 +109,6 @@ static void transaction(HnapiClient *c, const char *control) {
     if (strstr((const char *)answer, msa) == NULL) fail("the simulator's answer is not there");
 }
 
-static void on_log(int32_t level, const char *line, void *ctx) {
-    (void)level;
-    (void)line;
-    (void)ctx;
-}
 
 /* The server application's part: open, wait until the gateway has it, receive one
  * request to HNAPI-DEMO from the client and answer it. Whichever of its functions panics,
@@ -164,6 +178,7 @@ static void transaction_panics(const char *client_toml) {
         hnapi_last_error(why, sizeof why);
         if (strstr(why, "without an answer") == NULL) fail("hnapi_receive's last error");
         if (i == 0) printf("ok   hnapi_receive: the task's panic gives HNET_RTRN_INTERNALERROR, \"%s\"\n", why);
+        logged();
         if (hnapi_receive(c, ticket, 0, answer, sizeof answer, &len) != HNET_RTRN_UNKNOWNTICKET)
             fail("the ticket outlived its outcome");
     }
