@@ -62,15 +62,8 @@ step "mcs -warnaserror+: binding + examples/dotnet/Send.cs"
 mcs -warnaserror+ -nologo -out:"$work/Send.exe" "$root/examples/dotnet/Send.cs" "$binding"
 
 step "mcs -warnaserror+: binding + the README's C# snippet, as written"
-# The first ```csharp block under the heading, up to the next heading.
-awk -v heading='### C# (.NET 6+, or Mono)' '
-  $0 == heading { under = 1; next }
-  under && !inside && /^#/ { exit }
-  under && !inside && $0 == "```csharp" { inside = 1; next }
-  inside && $0 == "```" { exit }
-  inside { print }
-' "$root/README.md" >"$work/Readme.cs"
-[ -s "$work/Readme.cs" ] || fail "no C# snippet under the README's heading \"### C# (.NET 6+, or Mono)\""
+"$root/tools/readme_snippet.sh" "$root/README.md" '### C# (.NET 6+, or Mono)' csharp >"$work/Readme.cs" \
+  || fail "no C# snippet to compile"
 mcs -warnaserror+ -nologo -out:"$work/Readme.exe" "$work/Readme.cs" "$binding"
 
 outer_library_path=${LD_LIBRARY_PATH:-}

@@ -47,16 +47,8 @@ step "javac bindings + example (-Xlint:all -Werror)"
 javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/example" "${bindings[@]}" "$root/examples/java/Send.java"
 
 step "javac bindings + the README's Java snippet, as written (-Xlint:all -Werror)"
-# The first ```java block under the heading, up to the next heading.
 mkdir -p "$out/readme-src"
-awk -v heading='### Java (JNA)' '
-  $0 == heading { under = 1; next }
-  under && !inside && /^#/ { exit }
-  under && !inside && $0 == "```java" { inside = 1; next }
-  inside && $0 == "```" { exit }
-  inside { print }
-' "$root/README.md" >"$out/readme-src/Readme.java"
-[ -s "$out/readme-src/Readme.java" ] || { echo "no Java snippet under the README's heading \"### Java (JNA)\"" >&2; exit 1; }
+"$root/tools/readme_snippet.sh" "$root/README.md" '### Java (JNA)' java >"$out/readme-src/Readme.java"
 javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/readme" "${bindings[@]}" "$out/readme-src/Readme.java"
 
 java_run() {
