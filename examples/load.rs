@@ -317,7 +317,7 @@ async fn mllp_sender(
         }
         let reader = connection.as_mut().expect("connected");
         out.clear();
-        mllp::encode(&request, &mut out);
+        mllp::encode(&request, &mut out).expect("the load program's requests hold no framing byte");
         let exchange = async {
             reader
                 .get_mut()
@@ -782,7 +782,9 @@ fn receiver() {
                 while let Ok(Some(request)) = reader.next().await {
                     let answer = receiver_answer(&request);
                     out.clear();
-                    mllp::encode(&answer, &mut out);
+                    if mllp::encode(&answer, &mut out).is_err() {
+                        return;
+                    }
                     if reader.get_mut().write_all(&out).await.is_err() {
                         return;
                     }

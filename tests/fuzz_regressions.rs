@@ -65,3 +65,25 @@ fn wire_corpora_hold_the_invariants() {
         }
     }
 }
+
+#[path = "../fuzz/invariants/admission.rs"]
+mod admission;
+
+/// The admission target's kept inputs (`tests/data/fuzz-admission/`), and the hostile
+/// requests of the adversarial review, hold its invariant: forwarded means one message
+/// whose sender every parser reads as the certificate's facility.
+#[test]
+fn admission_inputs_hold_the_invariant() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fuzz-admission");
+    let mut inputs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(!inputs.is_empty(), "{dir} holds inputs");
+    for path in inputs {
+        let bytes = std::fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| admission::admission(&bytes));
+        assert!(outcome.is_ok(), "{} fails the invariant", path.display());
+    }
+}

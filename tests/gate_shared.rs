@@ -1,7 +1,8 @@
 //! Two gateways sharing one directory in PostgreSQL (a private server started by the
 //! test): a facility registered through gateway A is served by gateway B, a duplicate
 //! seen by A is answered as such by B, and a revocation made on A refuses the facility on
-//! B — its live connection closed within five seconds.
+//! B — its live connection closed within five seconds, as it is when the facility
+//! registers again.
 
 mod common;
 mod common_pg;
@@ -143,6 +144,53 @@ fn two_gateways_share_facilities_duplicates_and_revocations() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // Registered again through A (a new certificate and envelope key): B closes the live
+    // connection holding the old ones within 5 s, and journals it; the running client
+    // (which keeps the key it read until restarted) is refused from then on.
+    let code = gard_a.new_code(FACILITY, Duration::from_secs(600)).unwrap();
+    let credential = runtime
+        .block_on(hnapi::client::register(
+            &addr_a,
+            FACILITY,
+            &code,
+            &ca,
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    credential.write(&dir.join("credential.toml")).unwrap();
+    // One row from each gateway: A closes via_a's connection, B via_b's.
+    let started = Instant::now();
+    while gard_a
+        .audit(&hnapi::gard::AuditFilter::default())
+        .unwrap()
+        .iter()
+        .filter(|r| r.code == "superseded" && r.facility == FACILITY)
+        .count()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "B kept a live connection holding a superseded credential"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stale = via_b
+        .send_receive(&echo(&hnapi::hl7::new_control_id()), None)
+        .unwrap();
+    assert_eq!(stale.network_error, Some(NetworkCode::Txfr029E));
+    let via_b = client_for(&dir, &addr_b);
+    assert_eq!(
+        get(
+            &via_b
+                .send_receive(&echo(&hnapi::hl7::new_control_id()), None)
+                .unwrap()
+                .bytes,
+            "MSA-1"
+        ),
+        "AA",
+        "restarted, the client uses the new credential through B"
+    );
 
     // Revoked on A: B closes the facility's live connection and refuses it within 5 s.
     gard_a.revoke(FACILITY).unwrap();

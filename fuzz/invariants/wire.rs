@@ -106,7 +106,8 @@ pub fn hl7xfer(input: &[u8]) {
 }
 
 /// Any bytes, in pieces, to the MLLP decoder: no panic; every message is at most the
-/// maximum and holds no end byte; re-framing the messages decodes to the same messages.
+/// maximum and holds no end byte; re-framing the messages that can be framed (those
+/// without a frame start byte) decodes to the same messages.
 pub fn mllp_decode(input: &[u8]) {
     let Some((&piece, bytes)) = input.split_first() else {
         return;
@@ -129,10 +130,21 @@ pub fn mllp_decode(input: &[u8]) {
             }
         }
     }
+    // A message holding a frame start (0x0B) cannot be framed again unambiguously: the
+    // encoder refuses it, and leaves nothing behind.
     let mut wire = Vec::new();
+    let mut framed = Vec::new();
     for m in &messages {
-        mllp::encode(m, &mut wire);
+        let before = wire.len();
+        match mllp::encode(m, &mut wire) {
+            Ok(()) => framed.push(m.clone()),
+            Err(_) => {
+                assert!(m.contains(&mllp::START), "refused a message it can frame");
+                assert_eq!(wire.len(), before, "a refused message left bytes behind");
+            }
+        }
     }
+    let messages = framed;
     let mut again = Decoder::new(max);
     let mut rest = &wire[..];
     let mut decoded = Vec::new();

@@ -417,6 +417,19 @@ impl AsyncClient {
                 Err(ClientError::Encryption(reason.to_string()))
             }
             Reply::Refused(Refusal::ShuttingDown) => Ok(Err(NetworkCode::Txfr024E)),
+            // The gateway refused it unopened; the AR is built here, in the gateway's
+            // name (MSH-3 HNGATE; its facility id is not known here, so MSH-4 is blank).
+            Reply::Refused(Refusal::RateLimited) => Ok(Ok(Answer {
+                bytes: hl7::network_ack(
+                    Message::parse(message).ok().as_ref(),
+                    hl7::NetworkComponent::Hngate,
+                    "",
+                    NetworkCode::Hnps008E,
+                    None,
+                    &hl7::now_pacific(),
+                ),
+                network_error: Some(NetworkCode::Hnps008E),
+            })),
             Reply::Refused(reason) => {
                 log::warn!(
                     "gateway {} refused a request: {reason}",

@@ -72,7 +72,7 @@ impl ReplayGuard {
     }
 
     /// Forgets the nonces whose timestamps are older than the window at `now_ms`.
-    fn forget_expired(&mut self, now_ms: u64) {
+    pub fn forget_expired(&mut self, now_ms: u64) {
         while let Some(Reverse((expires, nonce))) = self.expiries.peek() {
             if *expires >= now_ms {
                 break;

@@ -8,6 +8,10 @@
 //! # idle_timeout_secs = 300          # a connection with no frame for this long is closed
 //! # max_frame_bytes = 8388608        # larger frames are refused and the connection closed
 //! # max_connections = 10000          # beyond this, new connections are closed at once
+//! # max_unauthenticated = 5000       # of those, at most this many not yet authenticated
+//! #                                  # (TLS handshake, registration): the rest is kept
+//! #                                  # for authenticated facilities
+//! # max_unauthenticated_per_source = 32 # not yet authenticated, from one address (IPv6: one /64)
 //! # envelope_window_secs = 300       # an envelope's time stamp may differ this much from now
 //! # replay_capacity = 1000000        # nonces remembered within the window
 //! # revocation_poll_ms = 1000        # how often HNGard is asked for revocations
@@ -82,6 +86,13 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Connections beyond this are closed at once.
     pub max_connections: usize,
+    /// Connections not yet authenticated (in their TLS handshake, or registering)
+    /// beyond this are closed at once; the rest of `max_connections` is kept for
+    /// authenticated facilities.
+    pub max_unauthenticated: usize,
+    /// Connections not yet authenticated from one address (IPv6: one /64) beyond this
+    /// are closed at once.
+    pub max_unauthenticated_per_source: usize,
     /// How far an envelope's time stamp may be from now.
     pub envelope_window: Duration,
     /// How many nonces the replay guard remembers.
@@ -103,6 +114,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_frame_bytes: DEFAULT_MAX_FRAME,
             max_connections: 10_000,
+            max_unauthenticated: 5_000,
+            max_unauthenticated_per_source: 32,
             envelope_window: Duration::from_secs(300),
             replay_capacity: 1_000_000,
             revocation_poll: Duration::from_millis(1000),
@@ -220,6 +233,8 @@ struct GateFile {
     idle_timeout_secs: Option<u64>,
     max_frame_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_unauthenticated: Option<usize>,
+    max_unauthenticated_per_source: Option<usize>,
     envelope_window_secs: Option<u64>,
     replay_capacity: Option<usize>,
     revocation_poll_ms: Option<u64>,
@@ -291,6 +306,18 @@ impl GateConfig {
                 None => d.max_frame_bytes,
             },
             max_connections: file.max_connections.unwrap_or(d.max_connections).max(1),
+            // Half of max_connections unless said otherwise, and never more than all.
+            max_unauthenticated: file
+                .max_unauthenticated
+                .unwrap_or_else(|| {
+                    file.max_connections
+                        .map_or(d.max_unauthenticated, |n| n.div_ceil(2))
+                })
+                .clamp(1, file.max_connections.unwrap_or(d.max_connections).max(1)),
+            max_unauthenticated_per_source: file
+                .max_unauthenticated_per_source
+                .unwrap_or(d.max_unauthenticated_per_source)
+                .max(1),
             envelope_window: secs(
                 "envelope_window_secs",
                 file.envelope_window_secs,

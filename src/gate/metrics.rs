@@ -43,6 +43,14 @@ pub enum Refused {
     RateLimit,
     /// A duplicate request (Volume 5, 2.4.8).
     Duplicate,
+    /// A request admission refused as a security event other than MSH-4: control or
+    /// framing bytes, other delimiters, more than one message.
+    Admission,
+    /// A `Serve` for a name HNGard does not record for the facility.
+    Serve,
+    /// A connection beyond the share of connections not yet authenticated, from one
+    /// address or from all.
+    Unauthenticated,
 }
 
 impl Refused {
@@ -55,6 +63,9 @@ impl Refused {
             Self::Msh4 => "msh4_mismatch",
             Self::RateLimit => "rate_limit",
             Self::Duplicate => "duplicate",
+            Self::Admission => "admission",
+            Self::Serve => "serve",
+            Self::Unauthenticated => "unauthenticated",
         }
     }
 }

@@ -8,29 +8,146 @@
 //! ends that connection, so no answer can ever reach the wrong sender. A connection that
 //! timed out, broke, or carried a wrong answer is never reused.
 //!
+//! Just before an idle connection carries a request it is checked, and dropped (the
+//! request then takes another, or a new one) when the receiver sent anything on it since
+//! its last answer: bytes, or a close (many receivers, python's hl7apy among them, close
+//! after each answer). The check asks the socket itself, not tokio's record of its
+//! readiness, which lags when the reactor has not run since the bytes came; over TLS it
+//! also looks at what rustls has decrypted and not yet handed over. A close that is still
+//! on its way when the request is written cannot be seen by anyone: that request fails
+//! (`TXFR024E`) and is not sent again, since the receiver may have taken it.
+//!
+//! A request that MLLP cannot frame unambiguously (one holding `0x0B` or `0x1C`) is not
+//! sent: [`MllpFailure::Unframeable`].
+//!
 //! When connecting fails, the destination backs off (250 ms, doubling to 5 s): requests
 //! in that time are answered at once (`TXFR024E` from HNGATE) rather than each waiting
 //! for a connect timeout.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::config::MllpTarget;
 use crate::hl7::{Message, Path};
 use crate::transport::tls;
-use crate::xfer::mllp::{self, MllpReader};
+use crate::xfer::mllp::{self, EncodeError, MllpReader};
 
-/// A stream to a receiving system, plain or TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// A connection to a receiving system, plain or TLS: a type of its own rather than a
+/// boxed stream, so the pool can look beneath the TLS layer at the socket.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What an idle connection shows when it is about to be reused.
+#[derive(Debug)]
+enum IdleState {
+    /// Nothing came since its last answer: it may carry a request.
+    Quiet,
+    /// Bytes came (or lie read and not yet taken, in the reader's buffer or in rustls).
+    Bytes,
+    /// The receiver closed it.
+    Closed,
+    /// The socket reports an error.
+    Failed(io::Error),
+}
+
+/// Whether anything came on `reader` since its last answer, without waiting and without
+/// taking anything. Each layer is asked in turn, from the top: the MLLP reader's buffer,
+/// then (TLS) rustls' plaintext and close_notify, then the socket itself.
+fn idle_state(reader: &mut MllpReader<Stream>) -> IdleState {
+    if !reader.is_between_frames() {
+        return IdleState::Bytes;
+    }
+    let tcp = match reader.get_mut() {
+        Stream::Plain(tcp) => &*tcp,
+        Stream::Tls(tls) => {
+            let (tcp, conn) = tls.get_ref();
+            // After the handshake rustls wants to read unless it holds plaintext not yet
+            // handed over, or the receiver sent close_notify.
+            if !conn.wants_read() {
+                return IdleState::Bytes;
+            }
+            tcp
+        }
+    };
+    // Bytes of a TLS record that carries no data (a session ticket, a key update) count
+    // too: dropping such a connection costs a handshake, keeping a wrong one an answer.
+    match peek(tcp) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleState::Quiet,
+        Ok(0) => IdleState::Closed,
+        Ok(_) => IdleState::Bytes,
+        Err(e) => IdleState::Failed(e),
+    }
+}
+
+/// Peeks at `tcp`'s socket without waiting: `WouldBlock` when nothing is there, `Ok(0)`
+/// when the peer closed. tokio's `peek` and `try_read` answer from the reactor's record of
+/// readiness, which can be behind the socket; a duplicate of the descriptor asks the
+/// socket itself (the duplicate shares the socket and its non-blocking mode, and closing
+/// it leaves the socket open).
+fn peek(tcp: &TcpStream) -> io::Result<usize> {
+    #[cfg(unix)]
+    let owned = std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned()?;
+    #[cfg(windows)]
+    let owned = std::os::windows::io::AsSocket::as_socket(tcp).try_clone_to_owned()?;
+    let socket = std::net::TcpStream::from(owned);
+    // Already so (tokio's sockets are non-blocking); set again so a peek can never wait.
+    socket.set_nonblocking(true)?;
+    socket.peek(&mut [0u8; 1])
+}
 
 /// An idle connection waiting in the pool.
 struct Idle {
-    reader: MllpReader<Box<dyn Io>>,
+    reader: MllpReader<Stream>,
     since: Instant,
 }
 
@@ -43,6 +160,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// `NotHl7`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MllpFailure {
+    /// The request holds a byte that MLLP framing cannot carry (`0x0B` or `0x1C`); it was
+    /// not sent. Admission refuses such requests before they come here.
+    Unframeable(EncodeError),
     /// It could not be reached (or is in its backoff after failing to be).
     Unreachable(String),
     /// It did not answer within the timeout.
@@ -61,6 +181,7 @@ pub enum MllpFailure {
 impl std::fmt::Display for MllpFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Unframeable(e) => write!(f, "not sent: {e}"),
             Self::Unreachable(why) => write!(f, "unreachable: {why}"),
             Self::TimedOut => f.write_str("no answer within the route's timeout"),
             Self::Closed(why) => write!(f, "connection lost before a whole answer: {why}"),
@@ -142,12 +263,13 @@ impl MllpDestination {
         timeout: Duration,
     ) -> Result<Vec<u8>, MllpFailure> {
         let deadline = Instant::now() + timeout;
-        let mut reader = match self.idle().await {
+        // Framed before any connection is taken: a request that cannot be framed opens none.
+        let mut frame = Vec::with_capacity(request.len() + 3);
+        mllp::encode(request, &mut frame).map_err(MllpFailure::Unframeable)?;
+        let mut reader = match self.idle() {
             Some(reader) => reader,
             None => self.connect(deadline).await?,
         };
-        let mut frame = Vec::with_capacity(request.len() + 3);
-        mllp::encode(request, &mut frame);
         let exchange = async {
             reader
                 .get_mut()
@@ -185,8 +307,10 @@ impl MllpDestination {
         Ok(answer)
     }
 
-    /// An idle connection that is still open and quiet, if the pool has one.
-    async fn idle(&self) -> Option<MllpReader<Box<dyn Io>>> {
+    /// An idle connection that is still open and quiet, if the pool has one. Anything
+    /// the receiver sent while the connection was idle (a close, stray bytes, an answer
+    /// nobody waits for any more) disqualifies it; the caller writes at once after this.
+    fn idle(&self) -> Option<MllpReader<Stream>> {
         loop {
             let idle = {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,22 +320,23 @@ impl MllpDestination {
                 continue;
             }
             let mut reader = idle.reader;
-            // Anything the receiver sent while the connection was idle — a close, or an
-            // answer nobody waits for any more — disqualifies it. The read is polled once
-            // and abandoned (cancel-safe).
-            match tokio::time::timeout(Duration::ZERO, reader.next()).await {
-                Err(_) => return Some(reader),
-                Ok(Ok(None)) => log::debug!("{}: an idle connection was closed", self.name),
-                Ok(Ok(Some(_))) => log::warn!(
-                    "{}: an unexpected message on an idle connection; connection dropped",
+            match idle_state(&mut reader) {
+                IdleState::Quiet => return Some(reader),
+                IdleState::Closed => {
+                    log::debug!("{}: an idle connection was closed", self.name);
+                }
+                IdleState::Bytes => log::warn!(
+                    "{}: unexpected bytes on an idle connection; connection dropped",
                     self.name
                 ),
-                Ok(Err(e)) => log::debug!("{}: an idle connection failed: {e}", self.name),
+                IdleState::Failed(e) => {
+                    log::debug!("{}: an idle connection failed: {e}", self.name);
+                }
             }
         }
     }
 
-    fn give_back(&self, reader: MllpReader<Box<dyn Io>>) {
+    fn give_back(&self, reader: MllpReader<Stream>) {
         if !reader.is_between_frames() {
             return;
         }
@@ -224,7 +349,7 @@ impl MllpDestination {
         }
     }
 
-    async fn connect(&self, deadline: Instant) -> Result<MllpReader<Box<dyn Io>>, MllpFailure> {
+    async fn connect(&self, deadline: Instant) -> Result<MllpReader<Stream>, MllpFailure> {
         {
             let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(until) = backoff.until
@@ -242,14 +367,14 @@ impl MllpDestination {
                 .await
                 .map_err(|e| e.to_string())?;
             let _ = tcp.set_nodelay(true);
-            let io: Box<dyn Io> = match &self.tls {
-                None => Box::new(tcp),
-                Some((connector, name)) => Box::new(
+            let io = match &self.tls {
+                None => Stream::Plain(tcp),
+                Some((connector, name)) => Stream::Tls(Box::new(
                     connector
                         .connect(name.clone(), tcp)
                         .await
                         .map_err(|e| format!("TLS: {e}"))?,
-                ),
+                )),
             };
             Ok::<_, String>(io)
         };

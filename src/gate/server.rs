@@ -27,7 +27,7 @@ use super::mllp::{MllpDestinations, MllpFailure};
 use super::sim::Simulator;
 use crate::envelope::{self, Direction, MasterKey, ReplayGuard};
 use crate::gard::{AuthError, DuplicateKey, Gard, Peer, RegisterError, Role};
-use crate::hl7::{self, Message, NetworkCode, NetworkComponent, ParseError, Path};
+use crate::hl7::{self, Message, NetworkCode, NetworkComponent, Path};
 use crate::transport::{
     Frame, FrameError, FrameReader, FrameWriter, Refusal, ServerStream, read_frame, tls, until_true,
 };
@@ -47,19 +47,119 @@ struct State {
     settings: RwLock<Arc<Settings>>,
     gard: Arc<Gard>,
     sim: Simulator,
-    replay: Mutex<ReplayGuard>,
+    /// Each facility's replay guard: one facility cannot fill another's.
+    replay: Mutex<HashMap<String, ReplayGuard>>,
     /// Per-facility request rate, across reloads.
     rates: Mutex<HashMap<String, Bucket>>,
     metrics: Arc<Metrics>,
     audit: AuditWriter,
-    /// Live authenticated connections by facility, to close them on revocation.
-    live: Mutex<HashMap<String, HashMap<u64, watch::Sender<bool>>>>,
+    /// Live authenticated connections by facility, to close them on revocation or when
+    /// the credential they hold is superseded.
+    live: Mutex<HashMap<String, HashMap<u64, Live>>>,
     /// Connected server applications by the application names they serve.
     apps: Mutex<HashMap<String, Vec<Arc<AppLink>>>>,
     /// Turns between several server applications serving the same name.
     next_app: AtomicUsize,
     connections: AtomicUsize,
+    /// Connections not yet authenticated, by source (see [`source_block`]), and in all.
+    unauthenticated: Mutex<HashMap<std::net::IpAddr, usize>>,
+    unauthenticated_total: AtomicUsize,
     next_connection: AtomicU64,
+}
+
+/// A connection's place among those not yet authenticated; given back when it
+/// authenticates or closes.
+struct Unauthenticated {
+    state: Arc<State>,
+    source: Option<std::net::IpAddr>,
+}
+
+impl Unauthenticated {
+    /// A place for a connection from `peer`, or `None` when its source or all
+    /// unauthenticated connections are at their limit.
+    fn take(state: &Arc<State>, peer: SocketAddr, limits: &super::Limits) -> Option<Self> {
+        let source = source_block(peer.ip());
+        let mut by_source = state
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let total = state.unauthenticated_total.load(Ordering::Relaxed);
+        let of_source = by_source.get(&source).copied().unwrap_or(0);
+        if total >= limits.max_unauthenticated || of_source >= limits.max_unauthenticated_per_source
+        {
+            return None;
+        }
+        *by_source.entry(source).or_default() += 1;
+        state.unauthenticated_total.fetch_add(1, Ordering::Relaxed);
+        Some(Self {
+            state: state.clone(),
+            source: Some(source),
+        })
+    }
+
+    /// Gives the place back now (the connection authenticated).
+    fn release(&mut self) {
+        let Some(source) = self.source.take() else {
+            return;
+        };
+        let mut by_source = self
+            .state
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&source);
+            }
+        }
+        self.state
+            .unauthenticated_total
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The source a connection's limits count against: an IPv4 address, or an IPv6 /64 (the
+/// block one host usually controls); an IPv4-mapped IPv6 address counts as its IPv4.
+pub(crate) fn source_block(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+        },
+    }
+}
+
+/// A live authenticated connection, as the directory watcher sees it.
+struct Live {
+    /// Set to the reason when the connection must close.
+    close: watch::Sender<Option<Supersede>>,
+    /// The serial of the certificate it authenticated with (upper-case hex).
+    serial: String,
+    /// The envelope key id it uses.
+    key_id: u32,
+}
+
+/// Why the directory ends a live connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Supersede {
+    /// The facility is revoked.
+    Revoked,
+    /// Its certificate or envelope key is no longer the facility's current one
+    /// (renewed, or registered again), or the facility is gone.
+    Superseded,
 }
 
 /// A connected server application: where its requests go and its answers come from.
@@ -128,6 +228,49 @@ impl State {
         } else {
             false
         }
+    }
+
+    /// Passes an authentic request envelope's header through `facility`'s replay guard
+    /// (made at its first request, with `replay_capacity` places).
+    fn replay_check(
+        &self,
+        facility: &str,
+        header: &envelope::Header,
+        limits: &super::Limits,
+    ) -> Result<(), envelope::EnvelopeError> {
+        let mut guards = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = match guards.get_mut(facility) {
+            Some(guard) => guard,
+            None => guards.entry(facility.to_owned()).or_insert_with(|| {
+                ReplayGuard::new(limits.envelope_window, limits.replay_capacity)
+            }),
+        };
+        guard.check(header, envelope::now_ms())
+    }
+
+    /// Forgets expired nonces, and the guards and rate buckets left with nothing to
+    /// remember, so that both maps stay as large as the facilities active lately.
+    fn forget_idle(&self) {
+        let now = envelope::now_ms();
+        self.replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, guard| {
+                guard.forget_expired(now);
+                !guard.is_empty()
+            });
+        let settings = self.settings();
+        let limits = &settings.config.limits;
+        // A bucket idle long enough to have refilled is the same as a new one.
+        let refill = if limits.rate_limit_per_sec > 0.0 {
+            limits.rate_limit_burst / limits.rate_limit_per_sec
+        } else {
+            0.0
+        };
+        self.rates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, bucket| bucket.at.elapsed().as_secs_f64() < refill);
     }
 
     /// A connected server application for `name`, in turn when there are several.
@@ -208,7 +351,6 @@ impl Gate {
         let server = tls::server_config(material.chain, material.key, &[material.ca])
             .map_err(GateError::Tls)?;
         let listener = listen(config.listen).map_err(|e| GateError::Bind(config.listen, e))?;
-        let replay = ReplayGuard::new(config.limits.envelope_window, config.limits.replay_capacity);
         let mllp = MllpDestinations::new(&config.routes, config.limits.max_frame_bytes, None)
             .map_err(GateError::Destination)?;
         let metrics_listener = match config.metrics {
@@ -231,12 +373,14 @@ impl Gate {
                 settings: RwLock::new(Arc::new(Settings { config, mllp })),
                 gard,
                 sim: Simulator::new(),
-                replay: Mutex::new(replay),
+                replay: Mutex::new(HashMap::new()),
                 rates: Mutex::new(HashMap::new()),
                 live: Mutex::new(HashMap::new()),
                 apps: Mutex::new(HashMap::new()),
                 next_app: AtomicUsize::new(0),
                 connections: AtomicUsize::new(0),
+                unauthenticated: Mutex::new(HashMap::new()),
+                unauthenticated_total: AtomicUsize::new(0),
                 next_connection: AtomicU64::new(1),
             }),
         })
@@ -313,19 +457,27 @@ impl Gate {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         accept_errors = 0;
+                        let settings = state.settings();
+                        let limits = &settings.config.limits;
                         let count = state.connections.load(Ordering::Relaxed);
-                        if count >= state.settings().config.limits.max_connections {
+                        if count >= limits.max_connections {
                             log::warn!("connection from {peer} refused: {count} connections already open");
                             state.metrics.refused(Refused::MaxConnections);
                             continue;
                         }
+                        let Some(place) = Unauthenticated::take(&state, peer, limits) else {
+                            // No log line each time: a flood would fill the log.
+                            log::debug!("connection from {peer} refused: too many not yet authenticated");
+                            state.metrics.refused(Refused::Unauthenticated);
+                            continue;
+                        };
                         state.connections.fetch_add(1, Ordering::Relaxed);
                         state.metrics.connected();
                         let state = state.clone();
                         let acceptor = acceptor.clone();
                         let stopping = stopping.clone();
                         connections.spawn(async move {
-                            handle_connection(&state, acceptor, tcp, peer, stopping).await;
+                            handle_connection(&state, acceptor, tcp, peer, place, stopping).await;
                             state.connections.fetch_sub(1, Ordering::Relaxed);
                             state.metrics.disconnected();
                         });
@@ -455,6 +607,7 @@ async fn handle_connection(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
+    place: Unauthenticated,
     stopping: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -489,7 +642,7 @@ async fn handle_connection(
         .map(|c| c.to_vec());
     match certificate {
         None => registration(state, stream, peer).await,
-        Some(der) => session(state, stream, der, peer, stopping).await,
+        Some(der) => session(state, stream, der, peer, place, stopping).await,
     }
 }
 
@@ -510,13 +663,20 @@ fn refused_certificate(e: &std::io::Error) -> Option<&'static str> {
     })
 }
 
+/// The largest frame a peer without a certificate may send: a registration (a facility
+/// id, a code and a certificate signing request) takes about 1 KiB.
+const MAX_REGISTRATION_FRAME: usize = 64 * 1024;
+
 /// A connection without a certificate: one registration, then close.
 async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: SocketAddr) {
     let settings = state.settings();
     let limits = &settings.config.limits;
     let frame = match tokio::time::timeout(
         limits.handshake_timeout,
-        read_frame(&mut stream, limits.max_frame_bytes),
+        read_frame(
+            &mut stream,
+            limits.max_frame_bytes.min(MAX_REGISTRATION_FRAME),
+        ),
     )
     .await
     {
@@ -538,7 +698,12 @@ async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: Socket
             csr,
         } => {
             let gard = state.gard.clone();
-            let who = facility.clone();
+            // The id is the sender's claim: logged as it is only when it is an id.
+            let who = if crate::gard::check_facility_id(&facility).is_ok() {
+                facility.clone()
+            } else {
+                format!("{:?}", super::admit::printable(facility.as_bytes(), 64))
+            };
             let outcome = tokio::task::spawn_blocking(move || {
                 gard.register(&facility, &code, &csr, peer.ip())
             })
@@ -572,10 +737,10 @@ async fn registration(state: &Arc<State>, mut stream: ServerStream, peer: Socket
                     };
                     if let Some(code) = code {
                         // The id is the sender's claim: journaled only when it is one.
-                        let claimed = if crate::gard::check_facility_id(&who).is_ok() {
-                            who.as_str()
-                        } else {
+                        let claimed = if who.starts_with('"') {
                             ""
+                        } else {
+                            who.as_str()
                         };
                         state
                             .audit
@@ -650,6 +815,7 @@ async fn session(
     stream: ServerStream,
     certificate: Vec<u8>,
     address: SocketAddr,
+    mut place: Unauthenticated,
     mut stopping: watch::Receiver<bool>,
 ) {
     let settings = state.settings();
@@ -660,6 +826,7 @@ async fn session(
 
     // The connection ends when its certificate expires, however busy it is.
     let expires_in = time_left(&certificate, jiff::Timestamp::now());
+    let serial = certificate_serial(&certificate);
     let gard = state.gard.clone();
     let authenticated = tokio::task::spawn_blocking(move || gard.authenticate(&certificate)).await;
     let peer = match authenticated {
@@ -691,15 +858,24 @@ async fn session(
     if writer.send(&Frame::Accepted).await.is_err() {
         return;
     }
+    // Authenticated: it counts against max_connections only from now on.
+    place.release();
     let id = state.next_connection.fetch_add(1, Ordering::Relaxed);
-    let (revoke, mut revoked) = watch::channel(false);
+    let (revoke, mut revoked) = watch::channel(None);
     state
         .live
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(peer.facility.clone())
         .or_default()
-        .insert(id, revoke);
+        .insert(
+            id,
+            Live {
+                close: revoke,
+                serial: serial.unwrap_or_default(),
+                key_id: peer.key.id(),
+            },
+        );
     log::info!("facility {} connected from {address}", peer.facility);
 
     let mut transactions = JoinSet::new();
@@ -722,16 +898,28 @@ async fn session(
                 break;
             }
             next = tokio::time::timeout(limits.idle_timeout, reader.next()) => next,
-            () = until_true(&mut revoked) => {
-                transactions.abort_all();
-                let _ = writer.send(&Frame::Refused { id: 0, reason: Refusal::Revoked }).await;
-                end = "facility revoked";
-                state.audit.security(
-                    &peer.facility,
-                    &address.to_string(),
-                    "revoked",
-                    "live connection closed on revocation".into(),
-                );
+            why = until_closed(&mut revoked) => {
+                if why == Supersede::Revoked {
+                    transactions.abort_all();
+                    let _ = writer.send(&Frame::Refused { id: 0, reason: Refusal::Revoked }).await;
+                    end = "facility revoked";
+                    state.audit.security(
+                        &peer.facility,
+                        &address.to_string(),
+                        "revoked",
+                        "live connection closed on revocation".into(),
+                    );
+                } else {
+                    // Renewed or registered again: what runs finishes (below), nothing
+                    // more is taken, and the client connects again with its new files.
+                    end = SUPERSEDED;
+                    state.audit.security(
+                        &peer.facility,
+                        &address.to_string(),
+                        "superseded",
+                        "live connection closed: its certificate or envelope key was superseded".into(),
+                    );
+                }
                 break;
             }
             () = until_true(&mut stopping) => { end = "gateway shutting down"; break; }
@@ -812,20 +1000,37 @@ async fn session(
                 let _ = writer.send(&frame).await;
             }
             Ok(Ok(Some(Frame::Serve { applications }))) if serving.is_none() => {
-                if peer.role != Role::Server
-                    || applications.is_empty()
-                    || applications.iter().any(String::is_empty)
-                {
+                // HNGard's list of the names this facility may serve (issue 13, part 2)
+                // comes with the directory's `serves`; until then any name is taken.
+                let not_served: Vec<&String> = Vec::new();
+                let refusal = if peer.role != Role::Server {
+                    Some(Refusal::NotAServer)
+                } else if applications.is_empty() || !not_served.is_empty() {
+                    Some(Refusal::NotServed)
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
+                    let names: Vec<String> = not_served
+                        .iter()
+                        .map(|n| super::admit::printable(n.as_bytes(), 64))
+                        .collect();
                     log::warn!(
-                        "facility {} asked to serve {applications:?} but is not a server; closing",
-                        peer.facility
+                        "security: facility {} asked to serve {names:?}, which HNGard does not record for it ({}); closing",
+                        peer.facility,
+                        peer.role
                     );
-                    let _ = writer
-                        .send(&Frame::Refused {
-                            id: 0,
-                            reason: Refusal::NotAServer,
-                        })
-                        .await;
+                    state.metrics.refused(Refused::Serve);
+                    state.audit.security(
+                        &peer.facility,
+                        &address.to_string(),
+                        "serve-refused",
+                        format!(
+                            "Serve refused: {reason}; names not recorded for it: {}",
+                            names.join(", ")
+                        ),
+                    );
+                    let _ = writer.send(&Frame::Refused { id: 0, reason }).await;
                     end = "refused to serve";
                     break;
                 }
@@ -900,9 +1105,17 @@ async fn session(
         // Whatever it was still asked is answered now, as lost (TXFR024E).
         link.pending().clear();
     }
-    if end == "gateway shutting down" {
-        // Running transactions finish and are answered; the shutdown grace bounds them.
+    if end == "gateway shutting down" || end == SUPERSEDED {
+        // Running transactions finish and are answered; the shutdown grace bounds them
+        // (and their own timeouts do).
         while transactions.join_next().await.is_some() {}
+        if end == SUPERSEDED {
+            let refused = Frame::Refused {
+                id: 0,
+                reason: Refusal::UnknownCertificate,
+            };
+            let _ = writer.send(&refused).await;
+        }
     } else {
         // The client is gone (or revoked): no answer could reach it.
         transactions.shutdown().await;
@@ -918,8 +1131,35 @@ async fn session(
     log::info!("facility {} disconnected: {end}", peer.facility);
 }
 
-/// Every `revocation_poll`, asks HNGard whether anything changed; closes the live
-/// connections of facilities revoked since.
+/// How a session ends when its credential was superseded.
+const SUPERSEDED: &str = "credential superseded";
+
+/// Waits until the directory watcher says why the connection must close.
+async fn until_closed(flag: &mut watch::Receiver<Option<Supersede>>) -> Supersede {
+    let why = flag.wait_for(Option::is_some).await.map(|why| *why);
+    match why {
+        Ok(why) => why.unwrap_or(Supersede::Superseded),
+        // The watcher is gone only with the gateway: wait for the shutdown instead.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// The serial of a DER certificate, upper-case hex, as HNGard records it.
+fn certificate_serial(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(
+        cert.raw_serial()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect(),
+    )
+}
+
+/// Every `revocation_poll`, asks HNGard whether anything changed; then closes the live
+/// connections of facilities revoked since, and those holding a certificate or an
+/// envelope key that is no longer their facility's current one (renewed, registered
+/// again).
 async fn watch_revocations(state: Arc<State>, mut stopping: watch::Receiver<bool>) {
     let mut seen = None;
     loop {
@@ -935,20 +1175,57 @@ async fn watch_revocations(state: Arc<State>, mut stopping: watch::Receiver<bool
         if seen == Some(generation) {
             continue;
         }
-        seen = Some(generation);
+        let facilities: Vec<String> = state
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         let gard = state.gard.clone();
-        let Ok(Ok(revoked)) = tokio::task::spawn_blocking(move || gard.revoked()).await else {
+        // One query per facility with live connections (not per connection).
+        let current = tokio::task::spawn_blocking(move || {
+            facilities
+                .into_iter()
+                .map(|id| {
+                    let record = gard.facility(&id)?;
+                    Ok((id, record))
+                })
+                .collect::<Result<Vec<_>, crate::gard::GardError>>()
+        })
+        .await;
+        let Ok(Ok(current)) = current else {
+            // Asked again at the next poll: the generation is not marked seen.
             continue;
         };
+        seen = Some(generation);
         let live = state.live.lock().unwrap_or_else(|e| e.into_inner());
-        for facility in revoked {
-            if let Some(connections) = live.get(&facility) {
-                log::warn!(
-                    "facility {facility} revoked: closing its {} connection(s)",
-                    connections.len()
-                );
-                for close in connections.values() {
-                    let _ = close.send(true);
+        for (facility, record) in current {
+            let Some(connections) = live.get(&facility) else {
+                continue;
+            };
+            for connection in connections.values() {
+                let why = match &record {
+                    Some(f) if f.status == crate::gard::Status::Revoked => Some(Supersede::Revoked),
+                    Some(f)
+                        if f.cert_serial.as_deref() == Some(connection.serial.as_str())
+                            && f.key_id == Some(connection.key_id) =>
+                    {
+                        None
+                    }
+                    _ => Some(Supersede::Superseded),
+                };
+                if let Some(why) = why
+                    && connection.close.borrow().is_none()
+                {
+                    log::warn!(
+                        "facility {facility}: closing a live connection ({})",
+                        match why {
+                            Supersede::Revoked => "revoked",
+                            Supersede::Superseded => "its certificate or key was superseded",
+                        }
+                    );
+                    let _ = connection.close.send(Some(why));
                 }
             }
         }
@@ -981,6 +1258,7 @@ async fn maintain(state: Arc<State>, mut stopping: watch::Receiver<bool>) {
             }
         })
         .await;
+        state.forget_idle();
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
             () = until_true(&mut stopping) => return,
@@ -1013,6 +1291,23 @@ async fn transaction(
         );
         Frame::Refused { id, reason }
     };
+    // The rate limit comes first: a request over it costs no cryptography and leaves
+    // nothing behind (no replay entry, no journal row; the metrics count it).
+    let settings = state.settings();
+    let limits = &settings.config.limits;
+    if limits.rate_limit_per_sec > 0.0
+        && !state.within_rate(
+            &peer.facility,
+            limits.rate_limit_per_sec,
+            limits.rate_limit_burst,
+        )
+    {
+        state.metrics.refused(Refused::RateLimit);
+        return Frame::Refused {
+            id,
+            reason: Refusal::RateLimited,
+        };
+    }
     match envelope::read_header(&sealed) {
         Ok(h) if h.facility == peer.facility && h.key_id == peer.key.id() => {}
         Ok(_) => {
@@ -1041,11 +1336,7 @@ async fn transaction(
         }
     };
     // Only an authentic envelope may take a place in the replay guard.
-    let checked = state
-        .replay
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .check(&opened.header, envelope::now_ms());
+    let checked = state.replay_check(&peer.facility, &opened.header, limits);
     if let Err(e) = checked {
         log::warn!(
             "security: envelope from facility {} refused: {e}",
@@ -1059,19 +1350,7 @@ async fn transaction(
     }
 
     let client_timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
-    let settings = state.settings();
-    let limits = &settings.config.limits;
-    let (answer, outcome) = if limits.rate_limit_per_sec > 0.0
-        && !state.within_rate(
-            &peer.facility,
-            limits.rate_limit_per_sec,
-            limits.rate_limit_burst,
-        ) {
-        state.metrics.refused(Refused::RateLimit);
-        over_rate(state, &opened.plaintext)
-    } else {
-        answer(state, peer, &opened.plaintext, client_timeout).await
-    };
+    let (answer, outcome) = answer(state, peer, address, &opened.plaintext, client_timeout).await;
     let sealed_answer = envelope::seal(
         &peer.key,
         &peer.facility,
@@ -1092,17 +1371,6 @@ async fn transaction(
             v.to_owned()
         }
     };
-    if summary.code == "VLDT008E" && summary.from_hngate {
-        state.audit.security(
-            &peer.facility,
-            &address.to_string(),
-            "msh4-mismatch",
-            format!(
-                "MSH-4 is not the certificate's facility (control id {})",
-                summary.control_id
-            ),
-        );
-    }
     state.audit.record(crate::gard::AuditRecord {
         at: jiff::Timestamp::now(),
         kind: crate::gard::AuditKind::Transaction,
@@ -1158,9 +1426,8 @@ struct Summary {
     outcome: String,
     /// The code that starts MSA-3 (`TXFR024E`, `HNHR517E`), when there is one.
     code: String,
-    /// The answer is the gateway's own.
-    from_hngate: bool,
-    /// MSH-3, MSH-10 and MSH-9 of the request, as written (at most 64 bytes each).
+    /// MSH-3, MSH-10 and MSH-9 of the request, as written (at most 64 bytes each, control
+    /// characters escaped).
     sending_application: String,
     control_id: String,
     message_type: String,
@@ -1174,7 +1441,7 @@ impl Summary {
             parsed
                 .as_ref()
                 .and_then(|m| m.raw(&Path::new(*b"MSH", n)))
-                .map(|v| String::from_utf8_lossy(&v[..v.len().min(64)]).into_owned())
+                .map(|v| super::admit::printable(v, 64))
                 .unwrap_or_default()
         };
         let reply = Message::parse(answer).ok();
@@ -1192,10 +1459,6 @@ impl Summary {
                 .filter(|v| matches!(*v, b"AA" | b"AE" | b"AR" | b"CA" | b"CE" | b"CR"))
                 .map_or("-".to_owned(), |v| String::from_utf8_lossy(v).into_owned()),
             code,
-            from_hngate: reply
-                .as_ref()
-                .and_then(|m| m.raw(&Path::new(*b"MSH", 3)))
-                .is_some_and(|v| v == b"HNGATE"),
             sending_application: msh(3),
             control_id: msh(10),
             message_type: msh(9),
@@ -1203,31 +1466,11 @@ impl Summary {
     }
 }
 
-/// The answer to a request over the facility's rate: HNPS008E, not passed on.
-fn over_rate(state: &State, request: &[u8]) -> (Vec<u8>, String) {
-    let msg = Message::parse(request).ok();
-    let ack = hl7::network_ack(
-        msg.as_ref(),
-        NetworkComponent::Hngate,
-        &state.settings().config.facility,
-        NetworkCode::Hnps008E,
-        None,
-        &hl7::now_pacific(),
-    );
-    let control = msg
-        .as_ref()
-        .map(|m| m.msh(10).text().into_owned())
-        .unwrap_or_default();
-    (
-        ack,
-        format!("control={control} outcome=AR code=HNPS008E (over the rate limit)"),
-    )
-}
-
 /// The answer to one request, and a log summary of it (no PHI: ids, types, codes).
 async fn answer(
     state: &State,
     peer: &Peer,
+    address: SocketAddr,
     request: &[u8],
     client_timeout: Duration,
 ) -> (Vec<u8>, String) {
@@ -1249,47 +1492,55 @@ async fn answer(
             detail,
             &hl7::now_pacific(),
         );
-        let control = msg
-            .map(|m| m.msh(10).text().into_owned())
-            .unwrap_or_default();
+        let control = msg.map(super::admit::control_id).unwrap_or_default();
         (
             ack,
             format!("control={control} outcome=AR code={}", code.code()),
         )
     };
-    let msg = match Message::parse(request) {
-        Ok(msg) => msg,
-        Err(ParseError::Empty) => return reject(None, NetworkCode::Vldt004E, None),
-        Err(e) => return reject(None, e.network_code(), None),
+    let admitted = match super::admit::admit(&peer.facility, config, request) {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            let msg = super::admit::for_answer(request);
+            if let Some(event) = refused.security {
+                log::warn!(
+                    "security: facility {} sent a request refused {} ({}): {}",
+                    peer.facility,
+                    refused.code.code(),
+                    event,
+                    refused.why
+                );
+                if event == "msh4-mismatch" {
+                    state.metrics.refused(Refused::Msh4);
+                } else {
+                    state.metrics.refused(Refused::Admission);
+                }
+                state.audit.security(
+                    &peer.facility,
+                    &address.to_string(),
+                    event,
+                    format!(
+                        "request refused {}: {} (control id {})",
+                        refused.code.code(),
+                        refused.why,
+                        msg.as_ref()
+                            .map(super::admit::control_id)
+                            .unwrap_or_default()
+                    ),
+                );
+            }
+            return reject(msg.as_ref(), refused.code, refused.detail.as_deref());
+        }
+    };
+    let route = &admitted.route;
+    // From here on, only the canonical bytes: what is forwarded is what was checked.
+    let request: &[u8] = &admitted.bytes;
+    let Ok(msg) = Message::parse(request) else {
+        // Admission parsed these very bytes.
+        return reject(None, NetworkCode::Vldt014E, None);
     };
     let m = Some(&msg);
-    if !msg.msh(9).is_present() || !msg.msh(10).is_present() {
-        return reject(m, NetworkCode::Hnps002E, None);
-    }
-    let sending_facility = msg.value(&Path::new(*b"MSH", 4).with_component(1));
-    if sending_facility.data() != Some(peer.facility.as_bytes()) {
-        log::warn!(
-            "security: facility {} sent a message with MSH-4 {:?}; refused VLDT008E",
-            peer.facility,
-            sending_facility.text()
-        );
-        state.metrics.refused(Refused::Msh4);
-        return reject(m, NetworkCode::Vldt008E, None);
-    }
-    if !msg.msh(6).is_present() {
-        return reject(m, NetworkCode::Vldt009E, None);
-    }
     let application = msg.msh(5).text().into_owned();
-    let Some(route) = config.route(&msg) else {
-        return reject(m, NetworkCode::Hnps005E, Some(&application));
-    };
-    if let Some(reserved) = hl7::reserved_message_type(&msg) {
-        return reject(
-            m,
-            NetworkCode::Hnps006E,
-            Some(&String::from_utf8_lossy(&reserved)),
-        );
-    }
     if let Some(window) = route.duplicate_window {
         let key = DuplicateKey {
             control_id: msg.msh(10).text().into_owned(),
@@ -1310,11 +1561,12 @@ async fn answer(
                     None,
                     &hl7::now_pacific(),
                 );
-                let control = msg.msh(10).text().into_owned();
+                let control = super::admit::control_id(&msg);
                 return (
                     ack,
                     format!(
-                        "control={control} app={application} outcome=AE code=HNPS009E (duplicate)"
+                        "control={control} app={} outcome=AE code=HNPS009E (duplicate)",
+                        super::admit::printable(application.as_bytes(), 64)
                     ),
                 );
             }
@@ -1330,8 +1582,9 @@ async fn answer(
     // sender gets HNGATE's TXFR024E (which says where the time went) rather than its own.
     let margin = (client_timeout / 10).min(Duration::from_secs(1));
     let timeout = route.timeout.min(client_timeout.saturating_sub(margin));
-    let control = msg.msh(10).text().into_owned();
-    let kind = msg.msh(9).text().into_owned();
+    let control = super::admit::control_id(&msg);
+    let kind = super::admit::printable(msg.raw(&Path::new(*b"MSH", 9)).unwrap_or_default(), 64);
+    let application = super::admit::printable(application.as_bytes(), 64);
     let delivered = match &route.destination {
         Destination::Sim => match state.sim.answer(&msg) {
             Some(answer) => Some(answer),

@@ -52,6 +52,14 @@ pub enum NetworkCode {
     /// The request repeats a control id, sending facility and application seen within
     /// the route's duplicate window (Volume 5, 2.4.8); answered AE.
     Hnps009E,
+    /// The request holds a byte the gateway does not forward: a control character other
+    /// than CR, LF and TAB (MLLP's 0x0B and 0x1C among them), DEL, or a C1 control.
+    Hnps010E,
+    /// MSH-1 and MSH-2 are not the standard delimiters `|^~\&` that healthnetBC uses.
+    Hnps011E,
+    /// The request is not exactly one message: a second MSH, a batch or file segment
+    /// (BHS, BTS, FHS, FTS), or a segment whose id is not three capitals or digits.
+    Hnps012E,
 }
 
 /// The condition code that starts an MSA-3 (`TXFR024E…`, `HNHR517E…`): four capitals,
@@ -87,6 +95,9 @@ impl NetworkCode {
         Self::Hnps007E,
         Self::Hnps008E,
         Self::Hnps009E,
+        Self::Hnps010E,
+        Self::Hnps011E,
+        Self::Hnps012E,
     ];
 
     /// The 8-character code, e.g. `"TXFR024E"`.
@@ -222,6 +233,21 @@ impl NetworkCode {
                 "HNPS009E",
                 "Duplicate transaction: control id already received",
                 "An AE, not an AR: the route checks duplicates and this MSH-10, MSH-4 and MSH-3 came within duplicate_window_secs (2.4.8); not passed on again.",
+            ),
+            Self::Hnps010E => (
+                "HNPS010E",
+                "Control characters are not allowed in the HL7 Message",
+                "The request holds a byte below 0x20 other than CR, LF and TAB (MLLP's 0x0B and 0x1C among them), DEL (0x7F), or a C1 control (U+0080 to U+009F, U+2028, U+2029; bytes 0x80 to 0x9F when the message is not UTF-8); not passed on, journaled as a security event.",
+            ),
+            Self::Hnps011E => (
+                "HNPS011E",
+                "Only the standard HL7 delimiters are accepted",
+                "MSH-1 and MSH-2 are not the standard delimiters, the suggested values of Volume 5 2.3.1 that healthnetBC uses (field, component, repetition, escape, subcomponent); not passed on, journaled as a security event.",
+            ),
+            Self::Hnps012E => (
+                "HNPS012E",
+                "Exactly one MSH segment and no batch segments are accepted",
+                "The request holds a second MSH, a BHS, BTS, FHS or FTS segment, or a segment id that is not three capitals or digits; not passed on, journaled as a security event.",
             ),
         }
     }

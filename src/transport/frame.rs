@@ -67,6 +67,11 @@ pub enum Refusal {
     Internal,
     /// A `Serve` from a facility that HNGard did not register as a server.
     NotAServer,
+    /// The facility is over its request rate: the request was not opened or passed on
+    /// (the client answers it `HNPS008E`).
+    RateLimited,
+    /// A `Serve` naming a receiving application HNGard does not record for the facility.
+    NotServed,
     /// A reason this build does not know.
     Other(u16),
 }
@@ -89,6 +94,8 @@ impl Refusal {
             Self::ShuttingDown => 12,
             Self::Internal => 13,
             Self::NotAServer => 14,
+            Self::RateLimited => 15,
+            Self::NotServed => 16,
             Self::Other(n) => n,
         }
     }
@@ -110,6 +117,8 @@ impl Refusal {
             Self::ShuttingDown,
             Self::Internal,
             Self::NotAServer,
+            Self::RateLimited,
+            Self::NotServed,
         ]
         .into_iter()
         .find(|r| r.code() == code)
@@ -152,6 +161,12 @@ impl fmt::Display for Refusal {
             Self::NotAServer => {
                 f.write_str("this facility is not registered to serve applications")
             }
+            Self::RateLimited => {
+                f.write_str("too many requests from this facility; try again later")
+            }
+            Self::NotServed => f.write_str(
+                "HNGard does not record this facility as serving every application named",
+            ),
             Self::Other(n) => write!(f, "refused (reason {n})"),
         }
     }

@@ -6,8 +6,10 @@
 //!
 //! Many messages follow one another on one connection, in order. Between frames, CR,
 //! LF, space and tab are tolerated (interface engines send them); anything else there is
-//! an error. A message may not hold `0x1C` (it ends the frame); `0x0B` inside a frame is
-//! passed on as data, since only the end of a frame is ambiguous.
+//! an error. A message may not hold `0x1C` (it ends the frame). Reading, `0x0B` inside a
+//! frame is passed on as data, since only the end of a frame is ambiguous to this
+//! decoder; writing, [`encode`] refuses a message holding either byte, because receivers
+//! differ on `0x0B` (some restart the frame there) and no HL7 message holds one.
 //!
 //! [`Decoder`] takes bytes in any pieces and yields every complete message, borrowed
 //! from the input when the frame lies whole in it and otherwise owned, built as the
@@ -28,14 +30,50 @@ pub const CR: u8 = 0x0D;
 
 /// Appends `message` framed: `0x0B`, the message, `0x1C 0x0D`.
 ///
-/// The message must not hold `0x1C` (no HL7 message does: it is a control character):
-/// a receiver would take it as the end of the frame.
-pub fn encode(message: &[u8], out: &mut Vec<u8>) {
+/// A message holding `0x0B` or `0x1C` is refused, and `out` is left as it was: no HL7
+/// message holds either (they are control characters), and a receiver would take `0x1C`
+/// as the end of the frame, or `0x0B` as the start of another, and read something other
+/// than what was sent.
+pub fn encode(message: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if let Some(offset) = memchr::memchr2(START, END, message) {
+        return Err(EncodeError::FramingByte {
+            byte: message[offset],
+            offset,
+        });
+    }
     out.reserve(message.len() + 3);
     out.push(START);
     out.extend_from_slice(message);
     out.extend_from_slice(&[END, CR]);
+    Ok(())
 }
+
+/// Why [`encode`] cannot frame a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The message holds a byte that starts (`0x0B`) or ends (`0x1C`) a frame.
+    FramingByte {
+        /// That byte.
+        byte: u8,
+        /// Its offset in the message, from 0.
+        offset: usize,
+    },
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FramingByte { byte, offset } => write!(
+                f,
+                "the message holds the MLLP framing byte 0x{byte:02X} at offset {offset}; \
+                 it cannot be framed unambiguously"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
 
 /// Why a stream is not well-framed MLLP. Offsets count the bytes the decoder was given,
 /// from 0.
@@ -395,7 +433,7 @@ mod tests {
     fn framed(messages: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
         for m in messages {
-            encode(m, &mut out);
+            encode(m, &mut out).unwrap();
         }
         out
     }
@@ -415,9 +453,42 @@ mod tests {
     #[test]
     fn encode_frames() {
         let mut out = Vec::new();
-        encode(b"MSH|", &mut out);
-        encode(b"", &mut out);
+        encode(b"MSH|", &mut out).unwrap();
+        encode(b"", &mut out).unwrap();
         assert_eq!(out, b"\x0bMSH|\x1c\x0d\x0b\x1c\x0d");
+    }
+
+    #[test]
+    fn encode_refuses_framing_bytes_and_writes_nothing() {
+        let mut out = b"before".to_vec();
+        for (message, byte, offset) in [
+            (&b"MSH|\x1c\rPID|1\r"[..], END, 4),
+            (b"MSH|^~\\&|A\x0bB", START, 10),
+            (b"\x0b", START, 0),
+            (b"\x1c", END, 0),
+            // The first one is named.
+            (b"MSH|\x0b\x1c", START, 4),
+            (b"MSH|\x1c\x0d\x0bMSH|", END, 4),
+        ] {
+            assert_eq!(
+                encode(message, &mut out),
+                Err(EncodeError::FramingByte { byte, offset }),
+                "{message:?}"
+            );
+            assert_eq!(out, b"before", "nothing written for {message:?}");
+        }
+        // Other control bytes (and CR, LF) are not framing bytes.
+        encode(b"\x00\x0c\x1b\x1d\r\n", &mut out).unwrap();
+        assert_eq!(out, b"before\x0b\x00\x0c\x1b\x1d\r\n\x1c\x0d");
+        let shown = EncodeError::FramingByte {
+            byte: END,
+            offset: 4,
+        }
+        .to_string();
+        assert!(
+            shown.contains("0x1C") && shown.contains("offset 4"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -452,9 +523,9 @@ mod tests {
     #[test]
     fn white_space_between_frames_is_tolerated() {
         let mut wire = b"\r\n".to_vec();
-        encode(A, &mut wire);
+        encode(A, &mut wire).unwrap();
         wire.extend_from_slice(b"\r\n \t\r");
-        encode(B, &mut wire);
+        encode(B, &mut wire).unwrap();
         wire.extend_from_slice(b"\n");
         let mut d = Decoder::new(1000);
         let got: Vec<Vec<u8>> = all(&mut d, &wire)
@@ -471,7 +542,7 @@ mod tests {
         let mut wire = framed(&[A]);
         let at = wire.len() as u64 + 2;
         wire.extend_from_slice(b"\r\nX");
-        encode(B, &mut wire);
+        encode(B, &mut wire).unwrap();
         let mut d = Decoder::new(1000);
         let mut input = &wire[..];
         assert_eq!(d.decode(&mut input).unwrap().as_deref(), Some(A));
@@ -575,7 +646,10 @@ mod tests {
         #[test]
         fn any_messages_in_any_pieces(
             messages in proptest::collection::vec(
-                proptest::collection::vec(any::<u8>().prop_filter("not 0x1C", |b| *b != END), 0..200),
+                proptest::collection::vec(
+                    any::<u8>().prop_filter("not a framing byte", |b| *b != END && *b != START),
+                    0..200,
+                ),
                 0..6,
             ),
             gaps in proptest::collection::vec(proptest::sample::select(vec![&b""[..], b"\r", b"\r\n", b" \t\n"]), 6),
@@ -584,7 +658,7 @@ mod tests {
             let mut wire = Vec::new();
             for (m, gap) in messages.iter().zip(&gaps) {
                 wire.extend_from_slice(gap);
-                encode(m, &mut wire);
+                encode(m, &mut wire).unwrap();
             }
             let mut d = Decoder::new(200);
             let mut got = Vec::new();

@@ -154,7 +154,32 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         let answer = state.core.answer(&message, Some(state.timeout)).await;
         log_transaction("mllp", peer, &message, &answer, started);
         out.clear();
-        mllp::encode(&answer.bytes, &mut out);
+        if let Err(e) = mllp::encode(&answer.bytes, &mut out) {
+            // The receiver's answer holds a framing byte: framed as it is, the engine
+            // would read something else. It hears an AR from HNCLIENT instead.
+            log::warn!(
+                "mllp {peer}: the answer cannot be framed ({e}); answered AR VLDT014E (HNCLIENT)"
+            );
+            let request = hl7::Message::parse(&message).ok();
+            let ack = |request: Option<&hl7::Message<'_>>| {
+                hl7::network_ack(
+                    request,
+                    NetworkComponent::Hnclient,
+                    state.facility(),
+                    NetworkCode::Vldt014E,
+                    Some("the answer holds MLLP framing bytes"),
+                    &hl7::now_pacific(),
+                )
+            };
+            out.clear();
+            if mllp::encode(&ack(request.as_ref()), &mut out).is_err() {
+                // Fields copied from the request held one too: an ACK that names none.
+                out.clear();
+                if mllp::encode(&ack(None), &mut out).is_err() {
+                    return;
+                }
+            }
+        }
         let written = tokio::time::timeout(state.listen.read_timeout, writer.write_all(&out)).await;
         if !matches!(written, Ok(Ok(()))) {
             log::info!("mllp {peer}: gone before its answer was sent");
@@ -189,7 +214,10 @@ async fn refuse<R, W>(
         &hl7::now_pacific(),
     );
     let mut out = Vec::new();
-    mllp::encode(&ack, &mut out);
+    // Built from nothing the engine sent, the ACK holds no framing byte.
+    if mllp::encode(&ack, &mut out).is_err() {
+        return;
+    }
     let written = tokio::time::timeout(state.listen.read_timeout, writer.write_all(&out)).await;
     if matches!(written, Ok(Ok(()))) {
         // As `close_gently`: unread bytes at close would reset the connection and could
