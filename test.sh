@@ -5,13 +5,14 @@
 #   ./test.sh            everything
 #
 # Steps: rustfmt and clippy components, formatting, clippy (warnings are errors), the
-# whole Rust test suite (unit, Volume 5 examples, property tests, end to end over TLS,
-# CLI, fuzz regressions, doc examples), then the C ABI: the header is what cbindgen makes,
+# dependency audit (cargo audit), the Python peers' virtual environment (python-hl7 and
+# hl7apy, under target/), the whole Rust test suite (unit, Volume 5 examples, property
+# tests, end to end over TLS, CLI, fuzz regressions, doc examples), then the C ABI: the header is what cbindgen makes,
 # the C tests (with AddressSanitizer), a forced panic (a test-panic build), the C examples
 # (shared, static, pkg-config), the C# and Java bindings' tests and examples, and the Rust
 # example — all against a sandbox;
-# then the client daemon with python-hl7's MLLP client (in a virtual environment under
-# target/) and the C example in legacy mode (HL7Xfer).
+# then the client daemon with python-hl7's MLLP client and the C example in legacy mode
+# (HL7Xfer).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -63,6 +64,41 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+
+step "dependency audit (cargo audit, RustSec advisories)"
+# An advisory that no update fixes is ignored here with `--ignore ID` and a comment saying
+# why; none is today. The database: the offline copy in shared/ beside the repository when
+# it is there (CI puts it there too), else cargo audit's own fetch; with neither, skipped.
+have cargo-audit || cargo install cargo-audit --locked || true
+advisory_db="$(cd .. && pwd)/shared/advisory-db"
+if ! have cargo-audit; then
+  echo "dependency audit skipped: cargo-audit is not installed and could not be installed"
+elif [ -d "$advisory_db" ]; then
+  cargo audit --no-fetch --db "$advisory_db"
+else
+  audit_log=$(mktemp)
+  if cargo audit 2>&1 | tee "$audit_log"; then
+    :
+  elif grep -q "Scanning" "$audit_log"; then
+    # The database was there and the lock file was scanned: a real finding.
+    rm -f "$audit_log"
+    exit 1
+  else
+    echo "dependency audit skipped: no $advisory_db, and cargo audit could not fetch its database"
+  fi
+  rm -f "$audit_log"
+fi
+
+step "Python peers: a virtual environment with python-hl7 and hl7apy"
+# Before the Rust tests: some start Python receivers from it (tests/common/differential.rs
+# makes it the same way when it is missing). Pinned; keep the versions in step with it.
+if have apt-get; then
+  apt_install python3 python3-venv
+fi
+venv=target/python-hl7
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c "import hl7, hl7apy" 2>/dev/null ||
+  "$venv/bin/python" -m pip install --quiet "hl7==0.4.5" "hl7apy==1.3.5"
 
 step "cargo test"
 cargo test --locked
@@ -187,12 +223,6 @@ target/debug/examples/load --quick
 target/debug/examples/scale --quick
 
 step "client daemon: python-hl7's MLLP client, and the C example in legacy mode"
-if have apt-get; then
-  apt_install python3 python3-venv
-fi
-venv=target/python-hl7
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c "import hl7" 2>/dev/null || "$venv/bin/pip" install --quiet "hl7==0.4.5"
 relay_toml="$(dirname "$client_toml")/relay.toml"
 { cat "$client_toml"; printf '\n[listen]\nhl7xfer = "127.0.0.1:0"\nmllp = "127.0.0.1:0"\n'; } > "$relay_toml"
 target/debug/hnsecure client --config "$relay_toml" --log-level warn > "$work/relay-ready" &

@@ -11,7 +11,8 @@
 //! DIR/client.toml       the facility's client configuration (gateways = the sandbox)
 //! DIR/credential.toml   the facility's credential (mode 0600)
 //! DIR/server.toml       a demo server application's configuration: it serves HNAPI-DEMO
-//! DIR/server-credential.toml  its credential (facility BC00000099, role server)
+//! DIR/server-credential.toml  its credential (facility BC00000099, role server,
+//!                       recorded in HNGard as serving HNAPI-DEMO)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -136,6 +137,7 @@ impl Sandbox {
             "server-credential.toml",
         )
         .await?;
+        ensure_serves(gard)?;
         let client_toml = format!(
             "# The sandbox's client configuration (rewritten at every start).\n\
              facility = \"{facility}\"\ncredential = \"credential.toml\"\ngateways = [\"{}\"]\ntimeout_secs = 70\n",
@@ -176,9 +178,13 @@ impl Sandbox {
         }
         log::info!("registering facility {facility} with the sandbox's HNGard");
         let week = Duration::from_secs(7 * 24 * 3600);
+        let serves = match role {
+            Role::Server => vec![SERVER_APPLICATION.to_owned()],
+            Role::Client => Vec::new(),
+        };
         let code = match gard.facility(facility).map_err(|e| fail("HNGard")(&e))? {
             Some(_) => gard.new_code(facility, week),
-            None => gard.add_facility(facility, name, role, week),
+            None => gard.add_facility_serving(facility, name, role, &serves, week),
         }
         .map_err(|e| fail("HNGard")(&e))?;
         let ca = gard.ca_pem().map_err(|e| fail("HNGard")(&e))?;
@@ -241,6 +247,20 @@ impl Sandbox {
             None => Ok(()),
         }
     }
+}
+
+/// Makes sure HNGard records the demo server application as serving
+/// [`SERVER_APPLICATION`]: a sandbox made before HNGard recorded served names has none.
+fn ensure_serves(gard: &Gard) -> Result<(), SandboxError> {
+    let server = gard
+        .facility(SERVER_FACILITY)
+        .map_err(|e| fail("HNGard")(&e))?;
+    if server.is_some_and(|f| !f.serves.iter().any(|n| n == SERVER_APPLICATION)) {
+        log::info!("recording that facility {SERVER_FACILITY} serves {SERVER_APPLICATION}");
+        gard.set_serves(SERVER_FACILITY, &[SERVER_APPLICATION.to_owned()])
+            .map_err(|e| fail("HNGard")(&e))?;
+    }
+    Ok(())
 }
 
 fn gate_toml_text(port: u16) -> String {

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::differential::Differential;
 use common::{FACILITY, System, get};
 use hnapi::client::Client;
 use hnapi::gard::{AuditFilter, AuditKind, AuditRecord, Gard};
@@ -368,5 +369,54 @@ fn forwarded_requests_are_canonical_and_read_alike() {
         let got = String::from_utf8(frame.clone()).unwrap();
         let got: Vec<&str> = got.split('\r').filter(|l| !l.is_empty()).collect();
         assert_eq!(got, sent);
+    }
+}
+
+/// The differential: the same hostile and well-formed requests through the gateway to a
+/// receiving system that reads every frame with python-hl7, hl7apy and a naive split.
+/// Only the well-formed ones arrive, one frame each, and all three parsers read one MSH
+/// and the facility as the whole MSH-4 and as its first component.
+#[test]
+fn every_parser_at_the_receiver_reads_one_message_from_the_facility() {
+    let receiver = Differential::start();
+    let system = System::start_with("admission-diff", Some(&gate_toml(receiver.addr())));
+    let client = Client::open_file(&system.client_config()).unwrap();
+    let mut forwarded = Vec::new();
+    for (i, (name, bytes, _, _)) in hostile().iter().enumerate() {
+        let answer = client.send_receive(bytes, None).unwrap().bytes;
+        assert_eq!(get(&answer, "MSA-1"), "AR", "{name}");
+        // Between hostile requests, a well-formed one.
+        let control = format!("D{i}");
+        let answer = client
+            .send_receive(good(&control).as_bytes(), None)
+            .unwrap()
+            .bytes;
+        assert_eq!(
+            get(&answer, "MSA-2"),
+            control,
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        forwarded.push(control);
+    }
+    let records = receiver.wait_for(forwarded.len(), Duration::from_secs(10));
+    assert_eq!(
+        records.len(),
+        forwarded.len(),
+        "only the well-formed requests arrived: {records:#?}"
+    );
+    for (record, control) in records.iter().zip(&forwarded) {
+        let reading = record
+            .agreed()
+            .unwrap_or_else(|| panic!("the parsers disagree on {control}: {record:#?}"));
+        assert_eq!(reading.msh_count, Some(1), "{record:#?}");
+        assert_eq!(reading.msh4.as_deref(), Some(FACILITY), "{record:#?}");
+        assert_eq!(reading.msh4_1.as_deref(), Some(FACILITY), "{record:#?}");
+        assert_eq!(
+            reading.msh10.as_deref(),
+            Some(control.as_str()),
+            "{record:#?}"
+        );
+        assert_eq!(record.skipped, 0, "no bytes outside frames: {record:#?}");
     }
 }

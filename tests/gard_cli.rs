@@ -1,10 +1,11 @@
 //! `hnsecure gard …` run as an operator runs it: the real binary on a real directory,
 //! next to a library handle on the same directory (as a running gateway would hold).
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
-use hnapi::gard::{AuditKind, AuditRecord, AuthError, Gard, Status};
+use hnapi::gard::{AuditFilter, AuditKind, AuditRecord, AuthError, Gard, Status};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -135,6 +136,9 @@ fn add_list_show_code_and_revoke_work_on_a_directory_a_gateway_uses() {
         "{told}"
     );
     assert!(!told.contains(&code), "{told}");
+    // The suggested registration keeps the code off the command line.
+    assert!(told.contains("--code-file code.txt"), "{told}");
+    assert!(!told.contains("--code CODE"), "{told}");
     ok(&gard(
         &dir,
         &[
@@ -176,12 +180,13 @@ fn add_list_show_code_and_revoke_work_on_a_directory_a_gateway_uses() {
             "REGISTERED",
             "CERT",
             "EXPIRES",
-            "KEY"
+            "KEY",
+            "SERVES"
         ]
     );
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(&cells[..3], ["BC00000001", "server", "pending"], "{list}");
-    assert_eq!(&cells[3..], ["PharmaNet", "-", "-", "-"], "{list}");
+    assert_eq!(&cells[3..], ["PharmaNet", "-", "-", "-", "-"], "{list}");
     let cells: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(
         &cells[..6],
@@ -204,6 +209,7 @@ fn add_list_show_code_and_revoke_work_on_a_directory_a_gateway_uses() {
         "Facility:          BC00000098",
         "Name:              Royal Jubilee Lab",
         "Role:              client",
+        "Serves:            none (a client)",
         "Status:            active",
         "Envelope key id:   1",
         "Registration code: used ",
@@ -550,4 +556,317 @@ fn audit_prints_the_journal_for_people_and_for_scripts() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn server_facilities_get_their_served_names_from_add_and_serves() {
+    let tmp = TempDir::new("serves");
+    let dir = tmp.0.join("gard");
+    ok(&gard(&dir, &["init"]));
+    let handle = Gard::open(&dir).unwrap();
+
+    // --serves: space separated, repeated, or both.
+    let added = gard(
+        &dir,
+        &[
+            "add",
+            "BC00000099",
+            "--name",
+            "Lab service",
+            "--role",
+            "server",
+            "--serves",
+            "HNAPI-LAB",
+            "HNAPI-DEMO",
+            "--serves",
+            "TWO WORDS",
+            "--code-days",
+            "2",
+        ],
+    );
+    assert_only_a_code(&ok(&added));
+    assert!(
+        stderr(&added).contains("It may serve HNAPI-DEMO, HNAPI-LAB, \"TWO WORDS\"."),
+        "{}",
+        stderr(&added)
+    );
+    assert_eq!(
+        handle.facility("BC00000099").unwrap().unwrap().serves,
+        ["HNAPI-DEMO", "HNAPI-LAB", "TWO WORDS"]
+    );
+    // A server without names is told how to give it some.
+    let bare = gard(
+        &dir,
+        &["add", "BC00000002", "--name", "Bare", "--role", "server"],
+    );
+    ok(&bare);
+    assert!(
+        stderr(&bare).contains("hnsecure gard serves BC00000002 NAME"),
+        "{}",
+        stderr(&bare)
+    );
+
+    let list = ok(&gard(&dir, &["list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines[0].ends_with("KEY  SERVES"), "{list}");
+    assert!(lines[1].ends_with(" -"), "{list}");
+    assert!(
+        lines[2].ends_with(" HNAPI-DEMO,HNAPI-LAB,TWO WORDS"),
+        "{list}"
+    );
+    let shown = ok(&gard(&dir, &["show", "BC00000099"]));
+    assert!(
+        shown.contains("Serves:            HNAPI-DEMO, HNAPI-LAB, \"TWO WORDS\"\n"),
+        "{shown}"
+    );
+    assert!(ok(&gard(&dir, &["show", "BC00000002"])).contains("Serves:            none yet"),);
+
+    // serves: replaces the list, moves the generation, is journaled.
+    let generation = handle.generation().unwrap();
+    let changed = ok(&gard(&dir, &["serves", "BC00000099", "HNAPI-DEMO"]));
+    assert_eq!(
+        changed,
+        "Facility BC00000099 (Lab service) now serves HNAPI-DEMO.\n"
+    );
+    assert!(handle.generation().unwrap() > generation);
+    assert_eq!(
+        handle.facility("BC00000099").unwrap().unwrap().serves,
+        ["HNAPI-DEMO"]
+    );
+    let journal = handle.audit(&AuditFilter::default()).unwrap();
+    let last = journal.last().unwrap();
+    assert_eq!(
+        (last.kind, last.facility.as_str(), last.code.as_str()),
+        (AuditKind::Security, "BC00000099", "serves-changed")
+    );
+    assert!(
+        last.detail
+            .contains("HNAPI-DEMO (before: HNAPI-DEMO, HNAPI-LAB"),
+        "{}",
+        last.detail
+    );
+    // Another facility serving the same name is pointed out.
+    let shared = gard(&dir, &["serves", "BC00000002", "HNAPI-DEMO", "OTHER"]);
+    ok(&shared);
+    assert!(
+        stderr(&shared).contains("facility BC00000099 also serves HNAPI-DEMO"),
+        "{}",
+        stderr(&shared)
+    );
+    let none = ok(&gard(&dir, &["serves", "BC00000002", "--none"]));
+    assert!(none.ends_with("now serves nothing.\n"), "{none}");
+    assert!(
+        handle
+            .facility("BC00000002")
+            .unwrap()
+            .unwrap()
+            .serves
+            .is_empty()
+    );
+
+    // Refusals: usage errors exit 2, what the directory refuses exits 1; nothing changes.
+    for (args, code, says) in [
+        (
+            &["add", "BC3", "--name", "C", "--serves", "X"][..],
+            2,
+            "only for a server facility",
+        ),
+        (
+            &[
+                "add", "BC3", "--name", "C", "--role", "client", "--serves", "X",
+            ],
+            2,
+            "only for a server facility",
+        ),
+        (
+            &[
+                "add", "BC3", "--name", "C", "--role", "server", "--serves", "A|B",
+            ],
+            2,
+            "not a receiving-application name",
+        ),
+        (&["serves", "BC00000099", "A^B"], 2, "HL7 delimiters"),
+        (
+            &["serves", "BC00000099", ""],
+            2,
+            "not a receiving-application name",
+        ),
+        (&["serves", "BC00000099"], 2, "NAME"),
+        (
+            &["serves", "BC00000099", "X", "--none"],
+            2,
+            "cannot be used with",
+        ),
+        (&["serves", "BC00000098", "X"], 1, "no facility BC00000098"),
+    ] {
+        let o = gard(&dir, args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{args:?}");
+    }
+    assert!(handle.facility("BC3").unwrap().is_none());
+    ok(&gard(&dir, &["add", "BC00000098", "--name", "Clinic"]));
+    let o = gard(&dir, &["serves", "BC00000098", "X"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("role client"), "{}", stderr(&o));
+    ok(&gard(&dir, &["revoke", "BC00000002"]));
+    let o = gard(&dir, &["serves", "BC00000002", "X"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("revoked"), "{}", stderr(&o));
+}
+
+#[test]
+fn audit_tsv_escapes_every_control_character() {
+    let tmp = TempDir::new("tsv");
+    let dir = tmp.0.join("gard");
+    ok(&gard(&dir, &["init"]));
+    let mut record = audit_record(
+        jiff::Timestamp::now(),
+        AuditKind::Security,
+        "BC1",
+        "refused",
+        "x",
+    );
+    record.detail = "forged\nrow\there\r\u{1b}[31m\u{7f}\\end".to_owned();
+    record.sending_application = "A\tB".to_owned();
+    record.control_id = "\u{1}".to_owned();
+    Gard::open(&dir).unwrap().record_audit(&[record]).unwrap();
+    let tsv = ok(&gard(&dir, &["audit", "--tsv"]));
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert_eq!(lines.len(), 2, "one header, one row: {tsv:?}");
+    let cells: Vec<&str> = lines[1].split('\t').collect();
+    assert_eq!(cells.len(), 15, "{tsv:?}");
+    assert_eq!(cells[4], "A\\tB");
+    assert_eq!(cells[5], "\\x01");
+    assert_eq!(cells[14], "forged\\nrow\\there\\r\\x1B[31m\\x7F\\\\end");
+    assert!(
+        !tsv.bytes()
+            .any(|b| (b < 0x20 && b != b'\t' && b != b'\n') || b == 0x7f)
+    );
+}
+
+/// A `hnsecure` daemon, killed when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn register(addr: &str, dir: &Path, facility: &str, code_args: &[&str], stdin: &str) -> Output {
+    let ca = dir.join("gard/ca.pem");
+    let out = dir.join(format!("{facility}.toml"));
+    let mut args = vec![
+        "client",
+        "register",
+        "--gate",
+        addr,
+        "--facility",
+        facility,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(code_args);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hnsecure"))
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn client_register_reads_the_code_from_a_file_or_standard_input() {
+    let tmp = TempDir::new("code-file");
+    let dir = &tmp.0;
+    ok(&gard(&dir.join("gard"), &["init"]));
+    let mut codes = Vec::new();
+    for id in ["BC1", "BC2", "BC3", "BC4"] {
+        codes.push(assert_only_a_code(&ok(&gard(
+            &dir.join("gard"),
+            &["add", id, "--name", "Clinic"],
+        ))));
+    }
+    std::fs::write(
+        dir.join("gate.toml"),
+        "listen = \"127.0.0.1:0\"\ngard = \"gard\"\nfacility = \"HNGATE01\"\n\
+         [[route]]\napplication = \"*\"\ndestination = \"sim\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hnsecure"))
+        .args(["gate", "--config", dir.join("gate.toml").to_str().unwrap()])
+        .args(["--log-level", "error"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _gate = Daemon(child);
+    let addr = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("gate="))
+        .unwrap_or_else(|| panic!("no gate= in {line:?}"))
+        .to_owned();
+
+    // From a file (a trailing newline and spaces are ignored).
+    let file = dir.join("code.txt");
+    std::fs::write(&file, format!("  {}\n", codes[0])).unwrap();
+    let o = register(
+        &addr,
+        dir,
+        "BC1",
+        &["--code-file", file.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("facility = \"BC1\""), "{}", stdout(&o));
+    // From standard input, either way; --code CODE still works.
+    for (id, args, stdin) in [
+        ("BC2", vec!["--code-file", "-"], format!("{}\n", codes[1])),
+        ("BC3", vec!["--code", "-"], format!("{}\n", codes[2])),
+        ("BC4", vec!["--code", codes[3].as_str()], String::new()),
+    ] {
+        let o = register(&addr, dir, id, &args, &stdin);
+        assert_eq!(o.status.code(), Some(0), "{id}: {}", stderr(&o));
+        assert!(dir.join(format!("{id}.toml")).is_file(), "{id}");
+    }
+
+    // Usage errors: no code, both ways at once, a missing file, an empty code.
+    std::fs::write(dir.join("empty.txt"), "\n").unwrap();
+    let empty = dir.join("empty.txt");
+    for (args, says) in [
+        (vec![], "--code"),
+        (
+            vec!["--code", "X", "--code-file", "code.txt"],
+            "cannot be used with",
+        ),
+        (
+            vec!["--code-file", "/nonexistent/code.txt"],
+            "cannot read the code from /nonexistent/code.txt",
+        ),
+        (
+            vec!["--code-file", empty.to_str().unwrap()],
+            "the registration code is empty",
+        ),
+    ] {
+        let o = register(&addr, dir, "BC9", &args, "");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
 }

@@ -47,6 +47,18 @@ fn sqlite_store_keeps_the_directory() {
 }
 
 #[test]
+fn sqlite_store_keeps_what_servers_serve() {
+    let (_tmp, store) = sqlite("serves");
+    common_store::serves(&store);
+}
+
+#[test]
+fn sqlite_store_counts_failed_registrations() {
+    let (_tmp, store) = sqlite("failures");
+    common_store::failures(&store);
+}
+
+#[test]
 fn sqlite_store_renews_certificates() {
     let (_tmp, store) = sqlite("renewal");
     common_store::renewal(&store);

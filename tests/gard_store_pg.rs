@@ -76,6 +76,10 @@ fn postgres_store_behaves_as_the_sqlite_store() {
     common_store::audit(&store);
     let store = PostgresStore::create(&pg.database("duplicates"), None).unwrap();
     common_store::duplicates(&store);
+    let store = PostgresStore::create(&pg.database("serves"), None).unwrap();
+    common_store::serves(&store);
+    let store = PostgresStore::create(&pg.database("failures"), None).unwrap();
+    common_store::failures(&store);
 
     // Two stores (two processes' worth of connections) on one database race on keys.
     let url = pg.database("race");
@@ -99,6 +103,103 @@ fn postgres_store_behaves_as_the_sqlite_store() {
     let e = PostgresStore::open(&url, None).err().unwrap().to_string();
     assert!(e.contains("schema version 99 is newer"), "{e}");
     assert!(e.contains(&url), "{e}");
+}
+
+#[test]
+fn postgres_store_migrates_a_first_version_directory() {
+    let Some(pg) = Postgres::start("migrate") else {
+        return;
+    };
+    let url = pg.database("migrate");
+    drop(PostgresStore::create(&url, None).unwrap());
+    // Back to the first schema version: without what version 2 added.
+    pg.client("migrate")
+        .batch_execute(
+            "DROP TABLE facility_serves; DROP TABLE registration_failures;
+             UPDATE schema_version SET version = 1;
+             INSERT INTO facilities (id, name, role, status, created_at)
+             VALUES ('BC1', 'Server', 'server', 'pending', 1700000000)",
+        )
+        .unwrap();
+    let store = PostgresStore::open(&url, None).unwrap();
+    let version: i32 = pg
+        .client("migrate")
+        .query_one("SELECT version FROM schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version as u32, PostgresStore::schema_version());
+    let f = store.facility("BC1").unwrap().unwrap();
+    assert_eq!((f.role, f.serves.len()), (Role::Server, 0));
+    let names = vec!["HNAPI-DEMO".to_owned()];
+    store.set_serves("BC1", &names).unwrap();
+    assert_eq!(store.credential("BC1").unwrap().unwrap().serves, names);
+    let now = jiff::Timestamp::now();
+    store
+        .record_failures(&["address:192.0.2.1".to_owned()], now, now)
+        .unwrap();
+    assert_eq!(store.failures("address:192.0.2.1", now).unwrap(), 1);
+}
+
+#[test]
+fn gateways_sharing_a_postgres_directory_share_served_names_and_registration_limits() {
+    let Some(pg) = Postgres::start("limits") else {
+        return;
+    };
+    let tmp = TempDir::new("limits");
+    let (a, b) = gard_pair(&pg, &tmp, "limits");
+    let ip = |text: &str| -> std::net::IpAddr { text.parse().unwrap() };
+
+    // Served names set through A are what B authenticates.
+    let code = a
+        .add_facility_serving(
+            "BC00000099",
+            "Demo server",
+            Role::Server,
+            &["HNAPI-DEMO".to_owned()],
+            WEEK,
+        )
+        .unwrap();
+    let registration = b
+        .register("BC00000099", &code, &csr(), ip("10.0.0.1"))
+        .unwrap();
+    let cert = CertificateDer::from_pem_slice(registration.certificate_pem.as_bytes()).unwrap();
+    assert_eq!(b.authenticate(&cert).unwrap().serves, ["HNAPI-DEMO"]);
+    let g = b.generation().unwrap();
+    a.set_serves(
+        "BC00000099",
+        &["HNAPI-LAB".to_owned(), "HNAPI-DEMO".to_owned()],
+    )
+    .unwrap();
+    assert!(b.generation().unwrap() > g);
+    assert_eq!(
+        b.authenticate(&cert).unwrap().serves,
+        ["HNAPI-DEMO", "HNAPI-LAB"]
+    );
+
+    // Failures through A lock the address for B too, and for a restarted gateway.
+    let code = a.add_facility("BC1", "Clinic", Role::Client, WEEK).unwrap();
+    for _ in 0..5 {
+        let _ = a.register("BC1", "AAAA-AAAA-AAAA-AAAA", &csr(), ip("192.0.2.66"));
+    }
+    assert!(matches!(
+        b.register("BC1", &code, &csr(), ip("192.0.2.66")),
+        Err(hnapi::gard::RegisterError::RateLimited)
+    ));
+    drop(b);
+    let restarted = Gard::open(&tmp.0.join("b")).unwrap();
+    assert!(matches!(
+        restarted.register("BC1", &code, &csr(), ip("192.0.2.66")),
+        Err(hnapi::gard::RegisterError::RateLimited)
+    ));
+    // The facility, attacked from that address, still registers from another one.
+    let started = std::time::Instant::now();
+    restarted
+        .register("BC1", &code, &csr(), ip("198.51.100.1"))
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "slowed down"
+    );
 }
 
 #[test]

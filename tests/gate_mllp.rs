@@ -25,6 +25,10 @@ use hnapi::client::Client;
 /// | `hang` | never answers |
 /// | `cut` | writes half an answer and closes |
 /// | `junk` | answers a frame that is not HL7 |
+/// | `close` | answers AA, then closes (as python's hl7apy MLLPServer does) |
+/// | `stray-now` | answers AA with the start of another frame in the same write |
+/// | `stray-later` | answers AA, then 50 ms later writes the start of another frame |
+/// | `stray-space` | answers AA, then 50 ms later writes CR LF |
 struct Receiver {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -107,7 +111,7 @@ fn serve(mut stream: impl Read + Write, stopping: &AtomicBool) {
             .into_bytes()
         };
         let frame_of = |m: &[u8]| [&[0x0B][..], m, &[0x1C, 0x0D]].concat();
-        let reply = if control.starts_with("ok") {
+        let reply = if control.starts_with("ok") || control.starts_with("close") {
             frame_of(&ack(&control))
         } else if control.starts_with("late") {
             std::thread::sleep(Duration::from_secs(3));
@@ -119,6 +123,26 @@ fn serve(mut stream: impl Read + Write, stopping: &AtomicBool) {
                 std::thread::sleep(Duration::from_millis(50));
             }
             return;
+        } else if control.starts_with("stray") {
+            let mut reply = frame_of(&ack(&control));
+            let later = if control.starts_with("stray-now") {
+                reply.extend_from_slice(STRAY);
+                None
+            } else if control.starts_with("stray-space") {
+                Some(&b"\r\n"[..])
+            } else {
+                Some(STRAY)
+            };
+            if stream.write_all(&reply).is_err() || stream.flush().is_err() {
+                return;
+            }
+            if let Some(bytes) = later {
+                std::thread::sleep(Duration::from_millis(50));
+                if stream.write_all(bytes).is_err() || stream.flush().is_err() {
+                    return;
+                }
+            }
+            continue;
         } else if control.starts_with("cut") {
             let whole = frame_of(&ack(&control));
             let _ = stream.write_all(&whole[..whole.len() / 2]);
@@ -130,8 +154,15 @@ fn serve(mut stream: impl Read + Write, stopping: &AtomicBool) {
         if stream.write_all(&reply).is_err() || stream.flush().is_err() {
             return;
         }
+        if control.starts_with("close") {
+            return;
+        }
     }
 }
+
+/// What a `stray` receiver writes after its answer: the start of a frame that never ends,
+/// the worst case (a reader that took it would prefix the next answer with it).
+const STRAY: &[u8] = b"\x0bMSH|^~\\&|LABRECV|LABFAC|||20261123120000||ACK|stray|P|2.3\r";
 
 fn request(application: &str, control: &str) -> Vec<u8> {
     format!(
@@ -160,6 +191,10 @@ fn assert_hngate_ar(answer: &[u8], code: &str, control: &str) {
 
 fn assert_answered(answer: &[u8], control: &str) {
     let text = String::from_utf8_lossy(answer);
+    assert!(
+        answer.starts_with(b"MSH|") && text.matches("MSH|").count() == 1,
+        "the answer, nothing before it: {text}"
+    );
     assert_eq!(
         get(answer, "MSH-3"),
         "LABRECV",
@@ -390,6 +425,147 @@ fn mllps_with_a_client_certificate() {
     // Without the gateway's client certificate, the receiver refuses the handshake.
     assert_hngate_ar(&send("LABS-NO-CERT", "ok-tls-4"), "TXFR024E", "ok-tls-4");
     assert_answered(&send("LABS", "ok-tls-5"), "ok-tls-5");
+    // Over TLS too, an idle connection with stray bytes, or closed, is not reused.
+    let connections = || receiver.connections.load(Ordering::Relaxed);
+    for stray in ["stray-later-tls", "stray-space-tls", "stray-now-tls"] {
+        assert_answered(&send("LABS", stray), stray);
+        std::thread::sleep(Duration::from_millis(300));
+        let before = connections();
+        let next = format!("ok-after-{stray}");
+        assert_answered(&send("LABS", &next), &next);
+        assert_eq!(connections(), before + 1, "{stray}: a new connection");
+    }
+    let before = connections();
+    for i in 0..10 {
+        let control = format!("close-tls-{i}");
+        assert_answered(&send("LABS", &control), &control);
+    }
+    // The first went on the pooled connection of the request before.
+    assert_eq!(connections(), before + 9);
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(other);
+}
+
+#[test]
+fn stray_bytes_on_an_idle_connection_retire_it() {
+    let receiver = Receiver::start(None);
+    let system = System::start_with(
+        "gate-mllp-stray",
+        Some(&gate_toml(&mllp_route(
+            "LAB",
+            receiver.addr,
+            "pool_size = 2",
+        ))),
+    );
+    let client = Client::open_file(&system.client_config()).unwrap();
+    let send = |control: &str| {
+        client
+            .send_receive(&request("LAB", control), None)
+            .unwrap()
+            .bytes
+    };
+    let connections = || receiver.connections.load(Ordering::Relaxed);
+    assert_answered(&send("ok-1"), "ok-1");
+    assert_eq!(connections(), 1);
+    let mut expected = 1;
+    for stray in ["stray-now", "stray-later", "stray-space"] {
+        // The answer itself comes before the stray bytes, and is right.
+        assert_answered(&send(stray), stray);
+        // Time for the bytes written 50 ms after the answer to arrive.
+        std::thread::sleep(Duration::from_millis(300));
+        let next = format!("ok-after-{stray}");
+        assert_answered(&send(&next), &next);
+        expected += 1;
+        assert_eq!(connections(), expected, "{stray}: a new connection");
+        // And that new one is pooled.
+        let again = format!("ok-again-{stray}");
+        assert_answered(&send(&again), &again);
+        assert_eq!(connections(), expected, "{stray}: pooled");
+    }
+}
+
+#[test]
+fn a_receiver_that_closes_after_each_answer_answers_every_request() {
+    let receiver = Receiver::start(None);
+    let system = System::start_with(
+        "gate-mllp-close",
+        Some(&gate_toml(&mllp_route("LAB", receiver.addr, ""))),
+    );
+    let client = Client::open_file(&system.client_config()).unwrap();
+    for i in 0..50 {
+        let control = format!("close-{i}");
+        let answer = client
+            .send_receive(&request("LAB", &control), None)
+            .unwrap()
+            .bytes;
+        assert_answered(&answer, &control);
+    }
+    assert_eq!(receiver.connections.load(Ordering::Relaxed), 50);
+}
+
+#[test]
+fn the_differential_receiver_logs_what_each_parser_read() {
+    use common::differential::{Differential, Reading};
+    let receiver = Differential::start();
+    let mut tcp = std::net::TcpStream::connect(receiver.addr()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let one = format!(
+        "MSH|^~\\&|LABAPP|{FACILITY}|LAB|LABFAC|20261123120000||ORU^R01|C1|P|2.4\rOBX|1|ST|X||1\r"
+    );
+    // Two MSH segments in one frame, the first sender with a component.
+    let two = format!(
+        "MSH|^~\\&|LABAPP|{FACILITY}^X|LAB|LABFAC|20261123120000||ORU^R01|C2|P|2.4\r\
+         MSH|^~\\&|LABAPP|OTHER|LAB|LABFAC|20261123120000||ORU^R01|C3|P|2.4\r"
+    );
+    let mut wire = Vec::new();
+    for m in [&one, &two] {
+        wire.push(0x0B);
+        wire.extend_from_slice(m.as_bytes());
+        wire.extend_from_slice(&[0x1C, 0x0D]);
+    }
+    tcp.write_all(&wire).unwrap();
+    let mut answers = Vec::new();
+    let mut piece = [0u8; 4096];
+    while answers.windows(2).filter(|w| *w == [0x1C, 0x0D]).count() < 2 {
+        let n = tcp.read(&mut piece).unwrap();
+        assert!(n > 0, "closed: {}", receiver.stderr());
+        answers.extend_from_slice(&piece[..n]);
+    }
+    let answers: Vec<&[u8]> = answers
+        .split(|&b| b == 0x1C)
+        .filter_map(|a| a.strip_prefix(b"\r").unwrap_or(a).strip_prefix(&[0x0B]))
+        .collect();
+    assert_eq!(answers.len(), 2);
+    assert_eq!(get(answers[0], "MSA-2"), "C1");
+    assert_eq!(get(answers[1], "MSA-2"), "C2");
+    assert_eq!(get(answers[1], "MSH-5"), "LABAPP");
+
+    let records = receiver.wait_for(2, Duration::from_secs(5));
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!((records[0].index, records[1].index), (0, 1));
+    assert_eq!((records[0].connection, records[1].connection), (0, 0));
+    assert_eq!(records[0].length, one.len() as u64);
+    assert_eq!(
+        records[0].agreed(),
+        Some(&Reading {
+            msh_count: Some(1),
+            msh4: Some(FACILITY.into()),
+            msh4_1: Some(FACILITY.into()),
+            msh10: Some("C1".into()),
+            error: None,
+        }),
+        "{:?}",
+        records[0]
+    );
+    for (parser, reading) in records[1].readings() {
+        assert_eq!(reading.error, None, "{parser}");
+        assert_eq!(reading.msh_count, Some(2), "{parser}");
+        assert_eq!(
+            reading.msh4.as_deref(),
+            Some(&*format!("{FACILITY}^X")),
+            "{parser}"
+        );
+        assert_eq!(reading.msh4_1.as_deref(), Some(FACILITY), "{parser}");
+        assert_eq!(reading.msh10.as_deref(), Some("C2"), "{parser}");
+    }
 }

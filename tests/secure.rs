@@ -263,6 +263,11 @@ fn revocation_closes_a_live_idle_connection_within_five_seconds() {
 /// A raw connection as the client core makes it, for crafting frames by hand.
 async fn raw_session(system: &System) -> (transport::ClientStream, Credential) {
     let credential = Credential::read(&system.credential()).unwrap();
+    (session_as(system, &credential).await, credential)
+}
+
+/// An authenticated connection with `credential`.
+async fn session_as(system: &System, credential: &Credential) -> transport::ClientStream {
     let parts = credential.tls_parts().unwrap();
     let config = tls::client_config(&parts.ca, Some((parts.chain, parts.key))).unwrap();
     let mut stream = transport::connect(&system.addr(), config, Duration::from_secs(5))
@@ -272,7 +277,7 @@ async fn raw_session(system: &System) -> (transport::ClientStream, Credential) {
         .await
         .unwrap();
     assert_eq!(first, Some(Frame::Accepted));
-    (stream, credential)
+    stream
 }
 
 fn sealed_request(credential: &Credential, message: &[u8]) -> Vec<u8> {
@@ -619,6 +624,81 @@ fn a_client_facility_may_not_serve() {
             })
         );
     });
+}
+
+#[test]
+fn a_server_facility_serves_only_the_names_hngard_records_for_it() {
+    let system = System::start("serves");
+    // A second server-role facility, recorded to serve OTHER-APP only, tries to take over
+    // the demo server's name (the adversarial review: it got half its requests).
+    const INTRUDER: &str = "BC00000097";
+    let gard = hnapi::gard::Gard::open(&system.gard_dir()).unwrap();
+    let code = gard
+        .add_facility_serving(
+            INTRUDER,
+            "Another server",
+            hnapi::gard::Role::Server,
+            &["OTHER-APP".to_owned()],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let credential = system
+        .runtime
+        .block_on(hnapi::client::register(
+            &system.addr(),
+            INTRUDER,
+            &code,
+            &gard.ca_pem().unwrap(),
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    let serve = |names: &[&str]| {
+        system.runtime.block_on(async {
+            let mut stream = session_as(&system, &credential).await;
+            let serve = Frame::Serve {
+                applications: names.iter().map(|n| (*n).to_owned()).collect(),
+            };
+            write_frame(&mut stream, &serve).await.unwrap();
+            read_frame(&mut stream, transport::DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+        })
+    };
+    let refused = Some(Frame::Refused {
+        id: 0,
+        reason: Refusal::NotServed,
+    });
+    assert_eq!(serve(&["HNAPI-DEMO"]), refused);
+    assert_eq!(
+        serve(&["OTHER-APP", "HNAPI-DEMO"]),
+        refused,
+        "all or nothing"
+    );
+    assert_eq!(serve(&[]), refused);
+    assert_eq!(serve(&["OTHER-APP"]), Some(Frame::Accepted));
+    // Journaled, naming the names.
+    let started = std::time::Instant::now();
+    loop {
+        let rows = gard
+            .audit(&hnapi::gard::AuditFilter {
+                kind: Some(hnapi::gard::AuditKind::Security),
+                ..Default::default()
+            })
+            .unwrap();
+        let refusals: Vec<_> = rows
+            .iter()
+            .filter(|r| r.code == "serve-refused" && r.facility == INTRUDER)
+            .collect();
+        if refusals.len() == 3 {
+            assert!(refusals[0].detail.contains("HNAPI-DEMO"), "{refusals:#?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{rows:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The sandbox's demo server, recorded for HNAPI-DEMO, serves it.
+    let server = hnapi::client::Server::open_file(&system.sandbox().server_config()).unwrap();
+    assert!(server.wait_connected(Duration::from_secs(5)).unwrap());
 }
 
 #[test]

@@ -59,6 +59,15 @@ pub enum GardError {
     InvalidFacilityId(String),
     /// A facility name must be 1 to 100 printable characters.
     InvalidName,
+    /// The text is not a receiving-application name
+    /// ([`check_application_name`](super::check_application_name)).
+    InvalidApplicationName(String),
+    /// More receiving-application names than [`MAX_SERVES`](super::MAX_SERVES) (the count given).
+    TooManyApplications(usize),
+    /// Served names were given for a client-role facility, which serves none.
+    ServesForClient(String),
+    /// The facility is a client, not a server: it serves no names.
+    NotAServer(String),
     /// The text is neither a DNS name nor an IP address.
     InvalidSubjectAltName(String),
     /// A registration code validity too long to represent.
@@ -121,6 +130,25 @@ impl fmt::Display for GardError {
             Self::InvalidName => {
                 f.write_str("a facility name must be 1 to 100 printable characters")
             }
+            Self::InvalidApplicationName(name) => write!(
+                f,
+                "{name:?} is not a receiving-application name: use 1 to 64 printable ASCII \
+                 characters, no leading or trailing space, and none of the HL7 delimiters | ^ ~ \\ &"
+            ),
+            Self::TooManyApplications(n) => write!(
+                f,
+                "{n} receiving-application names given; a facility serves at most {}",
+                super::MAX_SERVES
+            ),
+            Self::ServesForClient(id) => write!(
+                f,
+                "facility {id} has the role client, which serves no receiving applications; \
+                 give --role server"
+            ),
+            Self::NotAServer(id) => write!(
+                f,
+                "facility {id} has the role client: only a server facility serves receiving applications"
+            ),
             Self::InvalidSubjectAltName(name) => write!(
                 f,
                 "{name:?} is neither a DNS name nor an IP address for the gateway certificate"

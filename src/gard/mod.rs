@@ -29,8 +29,9 @@
 //!    A facility has at most one code: [`Gard::new_code`] replaces it.
 //! 2. The facility's client makes a key pair and sends a certificate signing request with
 //!    the code; the gateway calls [`Gard::register`]. Failed attempts are limited (5 per 15
-//!    minutes per facility and per address); an unknown facility, a wrong code and a used
-//!    code get the same answer.
+//!    minutes lock an address; 5 per 15 minutes for a facility slow its attempts down),
+//!    in the store, so that every gateway sharing the directory sees them; an unknown
+//!    facility, a wrong code and a used code get the same answer.
 //! 3. HNGard signs a client certificate (subject CN = the facility id, a random serial,
 //!    2 years, EKU clientAuth), makes a new envelope master key with the next key id, marks
 //!    the code used and the facility *active*, all in one transaction. The client gets the
@@ -38,6 +39,10 @@
 //! 4. On every TLS connection the gateway calls [`Gard::authenticate`] with the client's
 //!    certificate: it must be the facility's current one, the facility not revoked and the
 //!    certificate not expired; the answer carries the facility's envelope key.
+//!
+//! A server-role facility serves only the receiving-application names (MSH-5) the
+//! directory records for it ([`Facility::serves`], [`Peer::serves`]), given at
+//! [`Gard::add_facility_serving`] and replaced with [`Gard::set_serves`].
 //!
 //! Registering again with a new code rotates both: a new certificate (the old one is no
 //! longer accepted) and a new envelope key with the next key id. [`Gard::revoke`] is final.
@@ -85,8 +90,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use rcgen::Issuer;
@@ -243,6 +248,11 @@ pub struct Facility {
     pub cert_not_after: Option<Timestamp>,
     /// The id of its current envelope key (1 at the first registration, then 2, …).
     pub key_id: Option<u32>,
+    /// The receiving-application names (MSH-5 values such as `HNAPI-DEMO`) this facility
+    /// may serve, ordered and without repeats ([`check_application_name`]); always empty
+    /// for a [`Role::Client`] facility. Set with [`Gard::add_facility_serving`] and
+    /// [`Gard::set_serves`].
+    pub serves: Vec<String>,
 }
 
 /// Options of [`Gard::init`].
@@ -280,6 +290,9 @@ pub struct Peer {
     pub facility: String,
     /// Its role.
     pub role: Role,
+    /// The receiving-application names (MSH-5) HNGard records for it, ordered: the only
+    /// names a [`Role::Server`] facility may serve. Empty for a client.
+    pub serves: Vec<String>,
     /// Its current envelope master key.
     pub key: MasterKey,
 }
@@ -339,6 +352,40 @@ pub fn check_facility_name(name: &str) -> Result<(), GardError> {
     }
 }
 
+/// The most receiving-application names one facility may serve.
+pub const MAX_SERVES: usize = 64;
+
+/// Checks a receiving-application name (an MSH-5 value a server facility may serve):
+/// 1 to 64 printable ASCII characters (space to `~`), neither starting nor ending with a
+/// space, and none of HL7's delimiters `|`, `^`, `~`, `\` and `&`.
+pub fn check_application_name(name: &str) -> Result<(), GardError> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with(' ')
+        && !name.ends_with(' ')
+        && name
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && !b"|^~\\&".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(GardError::InvalidApplicationName(name.to_owned()))
+    }
+}
+
+/// Checks the names and returns them ordered, without repeats.
+fn checked_serves(serves: &[String]) -> Result<Vec<String>, GardError> {
+    for name in serves {
+        check_application_name(name)?;
+    }
+    let mut names = serves.to_vec();
+    names.sort();
+    names.dedup();
+    if names.len() > MAX_SERVES {
+        return Err(GardError::TooManyApplications(names.len()));
+    }
+    Ok(names)
+}
+
 /// The directory: facilities, their registration and their validation. `Send + Sync`;
 /// the gateway shares one through an `Arc`, and `hnsecure gard` opens the same directory
 /// from another process at the same time.
@@ -346,7 +393,7 @@ pub struct Gard {
     dir: PathBuf,
     store: Box<dyn Store>,
     storage_key: Zeroizing<[u8; 32]>,
-    limiter: Mutex<limit::Limiter>,
+    waiting: Mutex<limit::Waiting>,
 }
 
 impl fmt::Debug for Gard {
@@ -455,7 +502,7 @@ impl Gard {
             dir: dir.to_owned(),
             store,
             storage_key,
-            limiter: Mutex::default(),
+            waiting: Mutex::default(),
         })
     }
 
@@ -487,7 +534,7 @@ impl Gard {
             dir: dir.to_owned(),
             store,
             storage_key: read_storage_key(dir)?,
-            limiter: Mutex::default(),
+            waiting: Mutex::default(),
         })
     }
 
@@ -503,7 +550,7 @@ impl Gard {
             dir: dir.to_owned(),
             store,
             storage_key: read_storage_key(dir)?,
-            limiter: Mutex::default(),
+            waiting: Mutex::default(),
         })
     }
 
@@ -514,7 +561,9 @@ impl Gard {
 
     /// Records a new, pending facility and returns its one-time registration code,
     /// valid for `code_valid_for`. An existing id is refused
-    /// ([`GardError::FacilityExists`]; see [`Gard::new_code`]).
+    /// ([`GardError::FacilityExists`]; see [`Gard::new_code`]). A server facility added
+    /// this way serves no name until [`Gard::set_serves`] gives it some; see
+    /// [`Gard::add_facility_serving`].
     pub fn add_facility(
         &self,
         id: &str,
@@ -522,8 +571,28 @@ impl Gard {
         role: Role,
         code_valid_for: Duration,
     ) -> Result<String, GardError> {
+        self.add_facility_serving(id, name, role, &[], code_valid_for)
+    }
+
+    /// [`Gard::add_facility`] with the receiving-application names (MSH-5) the facility
+    /// may serve, in the same transaction. Names are checked with
+    /// [`check_application_name`] (at most [`MAX_SERVES`]), kept ordered and without
+    /// repeats; a [`Role::Client`] facility serves none
+    /// ([`GardError::ServesForClient`] when `serves` is not empty).
+    pub fn add_facility_serving(
+        &self,
+        id: &str,
+        name: &str,
+        role: Role,
+        serves: &[String],
+        code_valid_for: Duration,
+    ) -> Result<String, GardError> {
         check_facility_id(id)?;
         check_facility_name(name)?;
+        let serves = checked_serves(serves)?;
+        if role == Role::Client && !serves.is_empty() {
+            return Err(GardError::ServesForClient(id.to_owned()));
+        }
         let (code, record) = new_code_record(id, code_valid_for)?;
         let facility = Facility {
             id: id.to_owned(),
@@ -535,6 +604,7 @@ impl Gard {
             cert_serial: None,
             cert_not_after: None,
             key_id: None,
+            serves,
         };
         if self.store.add_facility(&facility, &record)? {
             Ok(code)
@@ -553,6 +623,23 @@ impl Gard {
             None => Err(GardError::UnknownFacility(id.to_owned())),
             Some(Status::Revoked) => Err(GardError::FacilityRevoked(id.to_owned())),
             Some(Status::Pending | Status::Active) => Ok(code),
+        }
+    }
+
+    /// Replaces the receiving-application names the server facility `id` may serve
+    /// (checked as for [`Gard::add_facility_serving`]; an empty list serves nothing) and
+    /// moves the generation counter, so that a gateway notices. Refused for an unknown
+    /// facility, a client facility ([`GardError::NotAServer`]) and a revoked one. A
+    /// gateway checks the list when an application asks to serve; one already serving a
+    /// name taken from it is closed when the gateway sees the change (its part).
+    pub fn set_serves(&self, id: &str, serves: &[String]) -> Result<(), GardError> {
+        check_facility_id(id)?;
+        let serves = checked_serves(serves)?;
+        match self.store.set_serves(id, &serves)? {
+            None => Err(GardError::UnknownFacility(id.to_owned())),
+            Some((Role::Client, _)) => Err(GardError::NotAServer(id.to_owned())),
+            Some((Role::Server, Status::Revoked)) => Err(GardError::FacilityRevoked(id.to_owned())),
+            Some((Role::Server, Status::Pending | Status::Active)) => Ok(()),
         }
     }
 
@@ -600,10 +687,23 @@ impl Gard {
     /// Registers `facility` with its one-time `code` and the DER certificate signing
     /// request `csr_der`, from the address `peer`.
     ///
-    /// The order of the checks: the rate limits (5 failures in 15 minutes per facility and
-    /// per address), then the code (an unknown facility, a wrong code and a used code are
-    /// all [`RegisterError::Refused`]; a right code is then refused as
-    /// [`RegisterError::Revoked`] or [`RegisterError::Expired`]), then the request.
+    /// The order of the checks: the limits on failed attempts, then the code (an unknown
+    /// facility, a wrong code and a used code are all [`RegisterError::Refused`]; a right
+    /// code is then refused as [`RegisterError::Revoked`] or [`RegisterError::Expired`]),
+    /// then the request.
+    ///
+    /// The limits (kept in the store, so every gateway sharing the directory, and a
+    /// restarted one, sees the same failures): an address (IPv6 per /64) with 5 failures
+    /// in the last 15 minutes is refused ([`RegisterError::RateLimited`]) until they age
+    /// out. A facility id with 5 or more failures in the last 15 minutes, from anywhere,
+    /// is slowed down, not locked: each attempt for it first waits 250 ms, doubling with
+    /// each further failure up to 4 seconds, so a guesser gains nothing while the
+    /// facility itself, from a clean address, still registers. While slowed down, one
+    /// address has at most one attempt waiting per gateway (and a gateway at most 64);
+    /// more are refused as [`RegisterError::RateLimited`].
+    ///
+    /// The wait blocks the calling thread: call this from a thread that may block (the
+    /// gateway uses `spawn_blocking`).
     pub fn register(
         &self,
         facility: &str,
@@ -611,10 +711,27 @@ impl Gard {
         csr_der: &[u8],
         peer: IpAddr,
     ) -> Result<Registration, RegisterError> {
-        let started = Instant::now();
-        if self.limiter().limited(facility, peer, started) {
+        let now = Timestamp::now();
+        let since = ago(now, limit::WINDOW);
+        let address = limit::address_key(peer);
+        if self.store.failures(&address, since)? >= limit::MAX_FAILURES {
             return Err(RegisterError::RateLimited);
         }
+        let facility_key = limit::facility_key(facility);
+        let _turn = match &facility_key {
+            Some(key) => {
+                let delay = limit::delay(self.store.failures(key, since)?);
+                if delay.is_zero() {
+                    None
+                } else {
+                    let turn =
+                        limit::Turn::take(&self.waiting, peer).ok_or(RegisterError::RateLimited)?;
+                    std::thread::sleep(delay);
+                    Some(turn)
+                }
+            }
+            None => None,
+        };
         let result = self.register_checked(facility, code, csr_der, peer);
         if let Err(
             RegisterError::Refused
@@ -623,14 +740,16 @@ impl Gard {
             | RegisterError::BadCsr,
         ) = &result
         {
-            self.limiter().failed(facility, peer, started);
+            let mut keys = vec![address];
+            keys.extend(facility_key);
+            let now = Timestamp::now();
+            // The attempt failed whatever happens here; a store that cannot record the
+            // failure cannot answer the next attempt's check either.
+            let _ = self
+                .store
+                .record_failures(&keys, now, ago(now, limit::WINDOW));
         }
         result
-    }
-
-    fn limiter(&self) -> std::sync::MutexGuard<'_, limit::Limiter> {
-        // The limiter's state is a set of timestamps: usable whatever a panic left.
-        self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A client certificate for `facility` from its signing request, signed by the CA.
@@ -780,12 +899,14 @@ impl Gard {
         Ok(Peer {
             facility: identity.facility,
             role: credential.role,
+            serves: credential.serves,
             key,
         })
     }
 
     /// The generation counter: it increases with every change to the directory (a new
-    /// facility, a new code, a registration, a revocation), whichever process made it.
+    /// facility, a new code, a registration, a revocation, a new list of served names),
+    /// whichever process made it.
     pub fn generation(&self) -> Result<u64, GardError> {
         Ok(self.store.generation()?)
     }

@@ -41,6 +41,7 @@ use super::audit::{
 };
 use super::store::{
     CodeRecord, Completion, Credential, RegistrationState, SealedKey, Store, StoreError,
+    split_serves,
 };
 use super::{Facility, Role, Status};
 
@@ -116,10 +117,25 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (facility, application, control_id)
      );
      CREATE INDEX duplicates_seen_at ON duplicates (seen_at);",
+    // 2: the names each server facility may serve and the failed registration attempts
+    // (SQLite's 3; times in microseconds).
+    "CREATE TABLE facility_serves (
+         facility TEXT NOT NULL REFERENCES facilities (id),
+         name     TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 64),
+         PRIMARY KEY (facility, name)
+     );
+     CREATE TABLE registration_failures (
+         key TEXT NOT NULL,
+         at  BIGINT NOT NULL
+     );
+     CREATE INDEX registration_failures_key ON registration_failures (key, at);
+     CREATE INDEX registration_failures_at ON registration_failures (at);",
 ];
 
 const FACILITY_COLUMNS: &str = "id, name, role, status, created_at, registered_at, \
-                                cert_serial, cert_not_after, key_id";
+                                cert_serial, cert_not_after, key_id, \
+                                (SELECT string_agg(s.name, chr(10) ORDER BY s.name) \
+                                 FROM facility_serves s WHERE s.facility = facilities.id)";
 
 const AUDIT_COLUMNS: &str = "at, kind, facility, peer, sending_application, control_id, \
                              message_type, route, destination, outcome, code, latency_ms, \
@@ -517,7 +533,21 @@ fn facility_row(row: &Row) -> Attempt<Facility> {
         cert_serial: row.try_get(6)?,
         cert_not_after: optional_timestamp(row.try_get(7)?)?,
         key_id: key_id(row.try_get(8)?)?,
+        serves: split_serves(row.try_get(9)?),
     })
+}
+
+fn write_serves(tx: &mut Tx<'_>, id: &str, names: &[String]) -> Result<(), postgres::Error> {
+    tx.execute(
+        "DELETE FROM facility_serves WHERE facility = $1",
+        &[(&id, Type::TEXT)],
+    )?;
+    let names = names.to_vec();
+    tx.execute(
+        "INSERT INTO facility_serves (facility, name) SELECT $1, n FROM unnest($2) AS x (n)",
+        &[(&id, Type::TEXT), (&names, Type::TEXT_ARRAY)],
+    )
+    .map(drop)
 }
 
 fn audit_row(row: &Row) -> Attempt<AuditRecord> {
@@ -623,6 +653,7 @@ impl Store for PostgresStore {
                 return Ok(false);
             }
             write_code(&mut tx, &f.id, &code)?;
+            write_serves(&mut tx, &f.id, &f.serves)?;
             bump_generation(&mut tx)?;
             tx.commit().map_err(Failure::Commit)?;
             Ok(true)
@@ -641,6 +672,31 @@ impl Store for PostgresStore {
                 tx.commit().map_err(Failure::Commit)?;
             }
             Ok(found)
+        })
+    }
+
+    fn set_serves(&self, id: &str, names: &[String]) -> Result<Option<(Role, Status)>, StoreError> {
+        let id = id.to_owned();
+        let names = names.to_vec();
+        self.run(move |conn| {
+            let mut tx = conn.transaction()?;
+            let Some(row) = tx.query_opt(
+                "SELECT role, status FROM facilities WHERE id = $1 FOR UPDATE",
+                &[(&id, Type::TEXT)],
+            )?
+            else {
+                return Ok(None);
+            };
+            let role: String = row.try_get(0)?;
+            let status: String = row.try_get(1)?;
+            let role: Role = role.parse().map_err(data)?;
+            let status: Status = status.parse().map_err(data)?;
+            if role == Role::Server && status != Status::Revoked {
+                write_serves(&mut tx, &id, &names)?;
+                bump_generation(&mut tx)?;
+                tx.commit().map_err(Failure::Commit)?;
+            }
+            Ok(Some((role, status)))
         })
     }
 
@@ -817,7 +873,9 @@ impl Store for PostgresStore {
         self.run(move |conn| {
             let Some(row) = conn.query_opt(
                 "SELECT f.role, f.status, f.cert_serial, f.cert_not_after, f.key_id,
-                        k.nonce, k.sealed
+                        k.nonce, k.sealed,
+                        (SELECT string_agg(s.name, chr(10) ORDER BY s.name)
+                         FROM facility_serves s WHERE s.facility = f.id)
                  FROM facilities f
                  LEFT JOIN envelope_keys k ON k.facility = f.id AND k.key_id = f.key_id
                  WHERE f.id = $1",
@@ -845,6 +903,7 @@ impl Store for PostgresStore {
                 cert_not_after: optional_timestamp(row.try_get(3)?)?,
                 key_id: key_id(row.try_get(4)?)?,
                 sealed_key,
+                serves: split_serves(row.try_get(7)?),
             }))
         })
     }
@@ -1034,6 +1093,42 @@ impl Store for PostgresStore {
             )?;
             tx.commit().map_err(Failure::Commit)?;
             Ok(deleted)
+        })
+    }
+
+    fn record_failures(
+        &self,
+        keys: &[String],
+        at: Timestamp,
+        before: Timestamp,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| clean(k).into_owned()).collect();
+        let (at, before) = (to_micros(at), to_micros(before));
+        self.run(move |conn| {
+            let mut tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM registration_failures WHERE at < $1",
+                &[(&before, Type::INT8)],
+            )?;
+            tx.execute(
+                "INSERT INTO registration_failures (key, at) SELECT k, $2 FROM unnest($1) AS x (k)",
+                &[(&keys, Type::TEXT_ARRAY), (&at, Type::INT8)],
+            )?;
+            tx.commit().map_err(Failure::Commit)
+        })
+    }
+
+    fn failures(&self, key: &str, since: Timestamp) -> Result<u64, StoreError> {
+        let key = clean(key).into_owned();
+        let since = to_micros(since);
+        self.run(move |conn| {
+            let n: i64 = conn
+                .query_one(
+                    "SELECT count(*) FROM registration_failures WHERE key = $1 AND at >= $2",
+                    &[(&key, Type::TEXT), (&since, Type::INT8)],
+                )?
+                .try_get(0)?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
     }
 }

@@ -23,6 +23,7 @@ use super::audit::{
 };
 use super::store::{
     CodeRecord, Completion, Credential, RegistrationState, SealedKey, Store, StoreError,
+    split_serves,
 };
 use super::{Facility, Role, Status};
 
@@ -93,6 +94,19 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (facility, application, control_id)
      ) STRICT, WITHOUT ROWID;
      CREATE INDEX duplicates_seen_at ON duplicates (seen_at);",
+    // 3: the receiving-application names each server facility may serve, and the failed
+    // registration attempts (times in microseconds, UTC) that every process counts.
+    "CREATE TABLE facility_serves (
+         facility TEXT NOT NULL REFERENCES facilities (id),
+         name     TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 64),
+         PRIMARY KEY (facility, name)
+     ) STRICT, WITHOUT ROWID;
+     CREATE TABLE registration_failures (
+         key TEXT NOT NULL,
+         at  INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX registration_failures_key ON registration_failures (key, at);
+     CREATE INDEX registration_failures_at ON registration_failures (at);",
 ];
 
 const AUDIT_COLUMNS: &str = "at, kind, facility, peer, sending_application, control_id, \
@@ -100,7 +114,9 @@ const AUDIT_COLUMNS: &str = "at, kind, facility, peer, sending_application, cont
                              request_bytes, answer_bytes, detail";
 
 const FACILITY_COLUMNS: &str = "id, name, role, status, created_at, registered_at, \
-                                cert_serial, cert_not_after, key_id";
+                                cert_serial, cert_not_after, key_id, \
+                                (SELECT group_concat(s.name, char(10)) FROM facility_serves s \
+                                 WHERE s.facility = facilities.id)";
 
 /// The directory in one SQLite file.
 ///
@@ -326,7 +342,22 @@ fn facility_row(row: &Row<'_>) -> rusqlite::Result<Facility> {
         cert_serial: row.get(6)?,
         cert_not_after: optional_timestamp(row, 7)?,
         key_id: row.get(8)?,
+        serves: split_serves(row.get(9)?),
     })
+}
+
+fn write_serves(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    names: &[String],
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM facility_serves WHERE facility = ?1", [id])?;
+    let mut insert =
+        tx.prepare_cached("INSERT INTO facility_serves (facility, name) VALUES (?1, ?2)")?;
+    for name in names {
+        insert.execute(params![id, name])?;
+    }
+    Ok(())
 }
 
 fn write_code(tx: &rusqlite::Transaction<'_>, id: &str, code: &CodeRecord) -> rusqlite::Result<()> {
@@ -370,6 +401,7 @@ impl Store for SqliteStore {
                 return Ok((false, false));
             }
             write_code(tx, &facility.id, code)?;
+            write_serves(tx, &facility.id, &facility.serves)?;
             bump_generation(tx)?;
             Ok((true, true))
         })
@@ -389,6 +421,26 @@ impl Store for SqliteStore {
                     Ok((found, true))
                 }
                 Some(Status::Revoked) | None => Ok((found, false)),
+            }
+        })
+    }
+
+    fn set_serves(&self, id: &str, names: &[String]) -> Result<Option<(Role, Status)>, StoreError> {
+        self.write(|tx| {
+            let found = tx
+                .query_row(
+                    "SELECT role, status FROM facilities WHERE id = ?1",
+                    [id],
+                    |row| Ok((role(row, 0)?, status(row, 1)?)),
+                )
+                .optional()?;
+            match found {
+                Some((Role::Server, Status::Pending | Status::Active)) => {
+                    write_serves(tx, id, names)?;
+                    bump_generation(tx)?;
+                    Ok((found, true))
+                }
+                _ => Ok((found, false)),
             }
         })
     }
@@ -540,7 +592,9 @@ impl Store for SqliteStore {
         connection
             .prepare_cached(
                 "SELECT f.role, f.status, f.cert_serial, f.cert_not_after, f.key_id,
-                        k.nonce, k.sealed
+                        k.nonce, k.sealed,
+                        (SELECT group_concat(s.name, char(10)) FROM facility_serves s
+                         WHERE s.facility = f.id)
                  FROM facilities f
                  LEFT JOIN envelope_keys k ON k.facility = f.id AND k.key_id = f.key_id
                  WHERE f.id = ?1",
@@ -565,6 +619,7 @@ impl Store for SqliteStore {
                             cert_not_after: optional_timestamp(row, 3)?,
                             key_id: row.get(4)?,
                             sealed_key,
+                            serves: split_serves(row.get(7)?),
                         })
                     })
                     .optional()
@@ -712,6 +767,39 @@ impl Store for SqliteStore {
             Ok((deleted as u64, true))
         })
     }
+
+    fn record_failures(
+        &self,
+        keys: &[String],
+        at: Timestamp,
+        before: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM registration_failures WHERE at < ?1")?
+                .execute([to_micros(before)])?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO registration_failures (key, at) VALUES (?1, ?2)")?;
+            for key in keys {
+                insert.execute(params![clean(key), to_micros(at)])?;
+            }
+            Ok(((), true))
+        })
+    }
+
+    fn failures(&self, key: &str, since: Timestamp) -> Result<u64, StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached(
+                "SELECT count(*) FROM registration_failures WHERE key = ?1 AND at >= ?2",
+            )
+            .and_then(|mut statement| {
+                statement.query_row(params![clean(key), to_micros(since)], |row| {
+                    row.get::<_, i64>(0)
+                })
+            })
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| self.error(e))
+    }
 }
 
 fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
@@ -758,6 +846,7 @@ mod tests {
             cert_serial: None,
             cert_not_after: None,
             key_id: None,
+            serves: Vec::new(),
         }
     }
 
@@ -809,6 +898,7 @@ mod tests {
             SqliteStore::schema_version()
         );
         assert_eq!(store.facilities().unwrap()[0].id, "BC1");
+        assert!(store.facilities().unwrap()[0].serves.is_empty());
         let key = DuplicateKey {
             control_id: "C1".to_owned(),
             facility: "BC1".to_owned(),
@@ -817,6 +907,45 @@ mod tests {
         let now = Timestamp::now();
         assert!(!store.check_duplicate(&key, now, now).unwrap());
         assert!(store.check_duplicate(&key, now, now).unwrap());
+    }
+
+    #[test]
+    fn gard_sqlite_migrates_a_second_version_directory() {
+        let dir = TempDir::new("migrate-2");
+        let path = dir.0.join("gard.db");
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection.execute_batch(MIGRATIONS[0]).unwrap();
+            connection.execute_batch(MIGRATIONS[1]).unwrap();
+            connection.pragma_update(None, "user_version", 2).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO facilities (id, name, role, status, created_at)
+                     VALUES ('BC1', 'Server', 'server', 'pending', 1700000000)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            user_version(&store.lock()).unwrap(),
+            SqliteStore::schema_version()
+        );
+        // An existing server serves nothing until it is given names.
+        let f = store.facility("BC1").unwrap().unwrap();
+        assert_eq!((f.role, f.serves.len()), (Role::Server, 0));
+        let names = vec!["HNAPI-DEMO".to_owned()];
+        assert_eq!(
+            store.set_serves("BC1", &names).unwrap(),
+            Some((Role::Server, Status::Pending))
+        );
+        assert_eq!(store.facility("BC1").unwrap().unwrap().serves, names);
+        assert_eq!(store.credential("BC1").unwrap().unwrap().serves, names);
+        let now = Timestamp::now();
+        store
+            .record_failures(&["address:192.0.2.1".to_owned()], now, now)
+            .unwrap();
+        assert_eq!(store.failures("address:192.0.2.1", now).unwrap(), 1);
     }
 
     #[test]

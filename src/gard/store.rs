@@ -87,6 +87,8 @@ pub struct Credential {
     pub key_id: Option<u32>,
     /// The current envelope key, sealed.
     pub sealed_key: Option<SealedKey>,
+    /// The receiving-application names it may serve, ordered.
+    pub serves: Vec<String>,
 }
 
 /// A failure of the storage itself (I/O, locking, a corrupt or newer database).
@@ -128,16 +130,22 @@ impl Error for StoreError {
 /// The directory's storage. Every method is one atomic operation; every change to the
 /// facilities and their codes also increases the generation counter, so that a gateway
 /// polling [`Store::generation`] notices changes made by another process. The audit
-/// journal and the duplicate window are kept beside them and do not move the counter.
+/// journal, the duplicate window and the failed registration attempts are kept beside
+/// them and do not move the counter.
 pub trait Store: Send + Sync {
-    /// Records a new facility with its first code; `false` (and no change) when the id
-    /// is taken.
+    /// Records a new facility with its first code and its [`Facility::serves`]; `false`
+    /// (and no change) when the id is taken.
     fn add_facility(&self, facility: &Facility, code: &CodeRecord) -> Result<bool, StoreError>;
 
     /// Replaces the facility's code (at most one code per facility). Returns the
     /// facility's status, or `None` when there is no such facility; a revoked facility
     /// keeps its old code.
     fn set_code(&self, id: &str, code: &CodeRecord) -> Result<Option<Status>, StoreError>;
+
+    /// Replaces the names a server facility serves with `names` (checked, ordered and
+    /// without repeats by the caller). Returns the facility's role and status, or `None`
+    /// when there is no such facility; a client or revoked facility is left unchanged.
+    fn set_serves(&self, id: &str, names: &[String]) -> Result<Option<(Role, Status)>, StoreError>;
 
     /// Every facility, ordered by id.
     fn facilities(&self) -> Result<Vec<Facility>, StoreError>;
@@ -202,4 +210,31 @@ pub trait Store: Send + Sync {
 
     /// Forgets the duplicate keys recorded before `before`; returns how many.
     fn prune_duplicates(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Records one failed registration attempt at `at` under each of `keys` (such as
+    /// `address:192.0.2.7` and `facility:BC00000098`), and forgets every failure recorded
+    /// before `before`, in one transaction.
+    fn record_failures(
+        &self,
+        keys: &[String],
+        at: Timestamp,
+        before: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// How many failed registration attempts were recorded under `key` at or after `since`.
+    fn failures(&self, key: &str, since: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// The names of [`Facility::serves`] from a database's list of them joined by line feeds
+/// (which no name holds), ordered.
+pub(crate) fn split_serves(joined: Option<String>) -> Vec<String> {
+    let mut names: Vec<String> = joined
+        .as_deref()
+        .unwrap_or("")
+        .split('\n')
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
 }

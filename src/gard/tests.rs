@@ -313,29 +313,57 @@ fn gard_an_expired_code_is_refused_as_expired() {
 
 #[test]
 fn gard_five_failures_limit_even_the_right_code() {
-    let (_tmp, gard) = new_gard("limit");
+    // From one address: the address is locked, even for the right code, which stays unused.
+    let (_tmp, gard) = new_gard("limit-address");
     let code = gard
         .add_facility("BC1", "Clinic", Role::Client, WEEK)
         .unwrap();
-    for i in 0..5 {
+    for _ in 0..5 {
         assert!(matches!(
-            gard.register(
-                "BC1",
-                "AAAA-AAAA-AAAA-AAAA",
-                &csr(),
-                ip(&format!("10.0.0.{i}"))
-            ),
+            gard.register("BC1", "AAAA-AAAA-AAAA-AAAA", &csr(), ip("10.0.0.1")),
             Err(RegisterError::Refused)
         ));
     }
     assert!(matches!(
-        gard.register("BC1", &code, &csr(), ip("10.9.9.9")),
+        gard.register("BC1", &code, &csr(), ip("10.0.0.1")),
         Err(RegisterError::RateLimited)
     ));
-    // The code was not consumed by the refusal.
     assert!(gard.code_info("BC1").unwrap().unwrap().used_at.is_none());
+}
 
-    // From one address, failures for many facilities limit the address.
+#[test]
+fn gard_failures_slow_a_facility_down_but_it_still_registers_from_a_clean_address() {
+    let (_tmp, gard) = new_gard("limit");
+    let code = gard
+        .add_facility("BC1", "Clinic", Role::Client, WEEK)
+        .unwrap();
+    // An attacker guesses from one address until that address is locked ...
+    for _ in 0..5 {
+        assert!(matches!(
+            gard.register("BC1", "AAAA-AAAA-AAAA-AAAA", &csr(), ip("10.0.0.1")),
+            Err(RegisterError::Refused)
+        ));
+    }
+    assert!(matches!(
+        gard.register("BC1", &code, &csr(), ip("10.0.0.1")),
+        Err(RegisterError::RateLimited)
+    ));
+    // ... and from others, each slowed down now.
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        gard.register("BC1", "AAAA-AAAA-AAAA-AAAA", &csr(), ip("10.0.0.2")),
+        Err(RegisterError::Refused)
+    ));
+    assert!(started.elapsed() >= limit::FIRST_DELAY);
+    // The code was not consumed by the refusals, and the facility itself registers from
+    // a clean address (after a wait).
+    assert!(gard.code_info("BC1").unwrap().unwrap().used_at.is_none());
+    let started = std::time::Instant::now();
+    gard.register("BC1", &code, &csr(), ip("192.0.2.9"))
+        .unwrap();
+    assert!(started.elapsed() >= limit::FIRST_DELAY * 2);
+
+    // From one address, failures for many facilities lock the address.
     let code2 = gard
         .add_facility("BC2", "Other", Role::Client, WEEK)
         .unwrap();
@@ -347,6 +375,31 @@ fn gard_five_failures_limit_even_the_right_code() {
         Err(RegisterError::RateLimited)
     ));
     gard.register("BC2", &code2, &csr(), ip("192.0.2.2"))
+        .unwrap();
+}
+
+#[test]
+fn gard_an_address_lock_outlives_a_restart_and_is_shared_by_handles() {
+    let (tmp, gard) = new_gard("limit-restart");
+    let code = gard
+        .add_facility("BC1", "Clinic", Role::Client, WEEK)
+        .unwrap();
+    for _ in 0..5 {
+        let _ = gard.register("BC9", "AAAA-AAAA-AAAA-AAAA", &csr(), ip("2001:db8:5::1"));
+    }
+    let other = Gard::open(&tmp.sub("gard")).unwrap();
+    drop(gard);
+    // A restarted gateway (a new handle on the directory) still refuses the address,
+    // its whole /64.
+    let restarted = Gard::open(&tmp.sub("gard")).unwrap();
+    for gard in [&restarted, &other] {
+        assert!(matches!(
+            gard.register("BC1", &code, &csr(), ip("2001:db8:5::77")),
+            Err(RegisterError::RateLimited)
+        ));
+    }
+    restarted
+        .register("BC1", &code, &csr(), ip("2001:db8:6::1"))
         .unwrap();
 }
 
@@ -712,4 +765,95 @@ fn gard_errors_name_the_file_or_facility_without_secrets() {
     fs::write(tmp.sub("gard").join("storage.key"), b"short").unwrap();
     let e = Gard::open(&tmp.sub("gard")).err().unwrap().to_string();
     assert!(e.ends_with("storage.key does not hold 32 bytes"), "{e}");
+}
+
+#[test]
+fn gard_server_facilities_serve_the_names_recorded_for_them() {
+    let (_tmp, gard) = new_gard("serves");
+    let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let code = gard
+        .add_facility_serving(
+            "BC1",
+            "Lab service",
+            Role::Server,
+            &names(&["HNAPI-LAB", "A LAB", "HNAPI-LAB"]),
+            WEEK,
+        )
+        .unwrap();
+    let f = gard.facility("BC1").unwrap().unwrap();
+    assert_eq!(f.serves, ["A LAB", "HNAPI-LAB"], "ordered, without repeats");
+    let registration = gard.register("BC1", &code, &csr(), ip("10.0.0.1")).unwrap();
+    let cert = der(&registration.certificate_pem);
+    assert_eq!(
+        gard.authenticate(&cert).unwrap().serves,
+        ["A LAB", "HNAPI-LAB"]
+    );
+
+    let before = gard.generation().unwrap();
+    gard.set_serves("BC1", &names(&["HNAPI-DEMO"])).unwrap();
+    assert!(gard.generation().unwrap() > before);
+    assert_eq!(gard.authenticate(&cert).unwrap().serves, ["HNAPI-DEMO"]);
+    gard.set_serves("BC1", &[]).unwrap();
+    assert!(gard.authenticate(&cert).unwrap().serves.is_empty());
+    assert!(gard.facilities().unwrap()[0].serves.is_empty());
+
+    // A server added without names serves none; a client never serves.
+    gard.add_facility("BC2", "Server", Role::Server, WEEK)
+        .unwrap();
+    assert!(gard.facility("BC2").unwrap().unwrap().serves.is_empty());
+    gard.add_facility("BC3", "Client", Role::Client, WEEK)
+        .unwrap();
+    assert!(matches!(
+        gard.add_facility_serving("BC4", "Client", Role::Client, &names(&["X"]), WEEK),
+        Err(GardError::ServesForClient(id)) if id == "BC4"
+    ));
+    assert!(gard.facility("BC4").unwrap().is_none());
+    let generation = gard.generation().unwrap();
+    assert!(matches!(
+        gard.set_serves("BC3", &names(&["X"])),
+        Err(GardError::NotAServer(_))
+    ));
+    assert!(matches!(
+        gard.set_serves("BC9", &names(&["X"])),
+        Err(GardError::UnknownFacility(_))
+    ));
+    gard.revoke("BC2").unwrap();
+    let generation_revoked = gard.generation().unwrap();
+    assert!(generation_revoked > generation);
+    assert!(matches!(
+        gard.set_serves("BC2", &names(&["X"])),
+        Err(GardError::FacilityRevoked(_))
+    ));
+    assert_eq!(gard.generation().unwrap(), generation_revoked);
+
+    // Names: 1 to 64 printable ASCII, no HL7 delimiters, no control bytes.
+    for bad in [
+        "",
+        " LEAD",
+        "TRAIL ",
+        "A|B",
+        "A^B",
+        "A~B",
+        "A\\B",
+        "A&B",
+        "A\rB",
+        "A\nB",
+        "A\tB",
+        "A\u{7f}",
+        "É",
+        &"A".repeat(65),
+    ] {
+        let e = gard.set_serves("BC1", &names(&[bad])).unwrap_err();
+        assert!(matches!(e, GardError::InvalidApplicationName(_)), "{bad:?}");
+        assert!(e.to_string().contains("receiving-application name"), "{e}");
+        assert!(check_application_name(bad).is_err(), "{bad:?}");
+    }
+    for good in ["HNAPI-DEMO", "A", "TWO WORDS", "x.y_z#1", &"Z".repeat(64)] {
+        check_application_name(good).unwrap();
+    }
+    let many: Vec<String> = (0..=MAX_SERVES).map(|i| format!("APP{i}")).collect();
+    assert!(matches!(
+        gard.set_serves("BC1", &many),
+        Err(GardError::TooManyApplications(n)) if n == MAX_SERVES + 1
+    ));
 }

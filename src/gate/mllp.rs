@@ -478,6 +478,93 @@ mod tests {
         assert_eq!(plain.name(), "mllp://127.0.0.1:6661");
     }
 
+    fn plain(address: String) -> MllpDestination {
+        MllpDestination::new(
+            &MllpTarget {
+                address,
+                tls: None,
+                pool_size: 1,
+            },
+            1024,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_framed_is_not_sent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let d = plain(listener.local_addr().unwrap().to_string());
+        for (request, byte, offset) in [
+            (
+                &b"MSH|^~\\&|A|B|C|D|1||R01|1|P|2.3\rOBX|1|ST|X||\x1c\r"[..],
+                0x1C,
+                44,
+            ),
+            (b"MSH|^~\\&|A|B|C|D|1||R01|1|P|2.3\r\x0bMSH|", 0x0B, 32),
+        ] {
+            assert_eq!(
+                d.call(request, b"1", Duration::from_secs(1)).await,
+                Err(MllpFailure::Unframeable(EncodeError::FramingByte {
+                    byte,
+                    offset
+                }))
+            );
+        }
+        // No connection was opened for them.
+        let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was opened");
+    }
+
+    /// The idle state of a fresh plain connection, and its peer.
+    async fn connected() -> (MllpReader<Stream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (MllpReader::new(Stream::Plain(client), 1024), server)
+    }
+
+    /// Polls `idle_state` until it is not `Quiet` (bytes take a moment to cross).
+    async fn settled(reader: &mut MllpReader<Stream>) -> IdleState {
+        for _ in 0..200 {
+            match idle_state(reader) {
+                IdleState::Quiet => tokio::time::sleep(Duration::from_millis(5)).await,
+                other => return other,
+            }
+        }
+        IdleState::Quiet
+    }
+
+    #[tokio::test]
+    async fn the_idle_check_sees_bytes_and_closes_without_taking_anything() {
+        let (mut reader, mut server) = connected().await;
+        assert!(matches!(idle_state(&mut reader), IdleState::Quiet));
+        // Even white space, which the decoder would pass over, is something sent.
+        server.write_all(b"\r\n").await.unwrap();
+        assert!(matches!(settled(&mut reader).await, IdleState::Bytes));
+        // Peeking took nothing: the bytes are still there to be read.
+        let mut two = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(reader.get_mut(), &mut two)
+            .await
+            .unwrap();
+        assert_eq!(&two, b"\r\n");
+        assert!(matches!(idle_state(&mut reader), IdleState::Quiet));
+
+        let (mut reader, server) = connected().await;
+        drop(server);
+        assert!(matches!(settled(&mut reader).await, IdleState::Closed));
+
+        // Bytes already in the reader's buffer: a frame's start after an answer.
+        let (mut reader, mut server) = connected().await;
+        server
+            .write_all(b"\x0bMSH|A\x1c\r\x0bMSH|stray")
+            .await
+            .unwrap();
+        assert_eq!(reader.next().await.unwrap().as_deref(), Some(&b"MSH|A"[..]));
+        assert!(matches!(idle_state(&mut reader), IdleState::Bytes));
+    }
+
     #[tokio::test]
     async fn an_unreachable_destination_backs_off() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -1000,9 +1000,11 @@ async fn session(
                 let _ = writer.send(&frame).await;
             }
             Ok(Ok(Some(Frame::Serve { applications }))) if serving.is_none() => {
-                // HNGard's list of the names this facility may serve (issue 13, part 2)
-                // comes with the directory's `serves`; until then any name is taken.
-                let not_served: Vec<&String> = Vec::new();
+                // Only the names HNGard records for this facility (`gard … --serves`).
+                let not_served: Vec<&String> = applications
+                    .iter()
+                    .filter(|name| !peer.serves.contains(name))
+                    .collect();
                 let refusal = if peer.role != Role::Server {
                     Some(Refusal::NotAServer)
                 } else if applications.is_empty() || !not_served.is_empty() {
@@ -1614,6 +1616,10 @@ async fn answer(
                         destination.name()
                     );
                     return reject(m, NetworkCode::Vldt014E, None);
+                }
+                // Admission refuses such a request first; the encoder checks on its own.
+                Err(MllpFailure::Unframeable(_)) => {
+                    return reject(m, NetworkCode::Hnps010E, None);
                 }
                 Err(failure) => {
                     log::warn!("{} for control={control}: {failure}", destination.name());

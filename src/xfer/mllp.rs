@@ -644,6 +644,26 @@ mod tests {
 
     proptest! {
         #[test]
+        fn encode_refuses_exactly_the_messages_holding_a_framing_byte(
+            message in proptest::collection::vec(
+                proptest::sample::select(vec![0x0B, 0x1C, 0x0D, b'|', b'A', 0x00]),
+                0..40,
+            ),
+        ) {
+            let mut out = Vec::new();
+            match (encode(&message, &mut out), message.iter().position(|b| *b == START || *b == END)) {
+                (Ok(()), None) => {
+                    prop_assert_eq!(all(&mut Decoder::new(100), &out).unwrap(), vec![(message, true)]);
+                }
+                (Err(EncodeError::FramingByte { byte, offset }), Some(at)) => {
+                    prop_assert_eq!((byte, offset), (message[at], at));
+                    prop_assert!(out.is_empty());
+                }
+                (result, at) => prop_assert!(false, "{:?} for a framing byte at {:?}", result, at),
+            }
+        }
+
+        #[test]
         fn any_messages_in_any_pieces(
             messages in proptest::collection::vec(
                 proptest::collection::vec(

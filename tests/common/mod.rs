@@ -245,3 +245,4 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+pub mod differential;

@@ -26,6 +26,7 @@ pub fn facility(id: &str) -> Facility {
         cert_serial: None,
         cert_not_after: None,
         key_id: None,
+        serves: Vec::new(),
     }
 }
 
@@ -205,6 +206,115 @@ pub fn directory(store: &dyn Store) {
         store.credential("BC2").unwrap().unwrap().status,
         Status::Revoked
     );
+}
+
+/// The receiving-application names of server facilities: written with the facility,
+/// replaced at once (moving the generation), read back ordered by `facility`,
+/// `facilities` and `credential`; a client's or a revoked facility's are never changed.
+pub fn serves(store: &dyn Store) {
+    let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut server = facility("SV1");
+    server.role = Role::Server;
+    server.serves = names(&["A LAB", "HNAPI-DEMO"]);
+    assert!(
+        store
+            .add_facility(&server, &code(1, 2_000_000_000))
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_facility(&facility("CL1"), &code(1, 2_000_000_000))
+            .unwrap()
+    );
+    assert_eq!(store.facility("SV1").unwrap().unwrap(), server);
+    assert_eq!(store.facilities().unwrap()[1], server);
+    assert_eq!(
+        store.credential("SV1").unwrap().unwrap().serves,
+        ["A LAB", "HNAPI-DEMO"]
+    );
+    assert!(store.credential("CL1").unwrap().unwrap().serves.is_empty());
+
+    let g = store.generation().unwrap();
+    assert_eq!(
+        store.set_serves("SV1", &names(&["HNAPI-LAB"])).unwrap(),
+        Some((Role::Server, Status::Pending))
+    );
+    assert_eq!(store.generation().unwrap(), g + 1);
+    assert_eq!(
+        store.credential("SV1").unwrap().unwrap().serves,
+        ["HNAPI-LAB"]
+    );
+    assert_eq!(
+        store.facility("SV1").unwrap().unwrap().serves,
+        ["HNAPI-LAB"]
+    );
+    assert_eq!(
+        store.set_serves("SV1", &[]).unwrap(),
+        Some((Role::Server, Status::Pending))
+    );
+    assert!(store.facility("SV1").unwrap().unwrap().serves.is_empty());
+    assert_eq!(store.generation().unwrap(), g + 2);
+
+    // Refused, changing nothing: a client, an unknown facility, a revoked server.
+    assert_eq!(
+        store.set_serves("CL1", &names(&["X"])).unwrap(),
+        Some((Role::Client, Status::Pending))
+    );
+    assert!(store.facility("CL1").unwrap().unwrap().serves.is_empty());
+    assert_eq!(store.set_serves("NOPE", &names(&["X"])).unwrap(), None);
+    store.set_serves("SV1", &names(&["KEPT"])).unwrap();
+    store.revoke("SV1", at(1_700_000_500)).unwrap();
+    let g = store.generation().unwrap();
+    assert_eq!(
+        store.set_serves("SV1", &names(&["X"])).unwrap(),
+        Some((Role::Server, Status::Revoked))
+    );
+    assert_eq!(store.generation().unwrap(), g);
+    assert_eq!(store.facility("SV1").unwrap().unwrap().serves, ["KEPT"]);
+}
+
+/// Failed registration attempts: counted per key from an instant on, pruned past the
+/// window, never moving the generation.
+pub fn failures(store: &dyn Store) {
+    let keys = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let g = store.generation().unwrap();
+    assert_eq!(store.failures("address:192.0.2.1", at(0)).unwrap(), 0);
+    for second in [100, 200, 300] {
+        store
+            .record_failures(
+                &keys(&["address:192.0.2.1", "facility:BC1"]),
+                at(1_700_000_000 + second),
+                at(1_700_000_000),
+            )
+            .unwrap();
+    }
+    store
+        .record_failures(&keys(&["address:192.0.2.2"]), at(1_700_000_300), at(0))
+        .unwrap();
+    assert_eq!(store.failures("address:192.0.2.1", at(0)).unwrap(), 3);
+    assert_eq!(
+        store.failures("facility:BC1", at(1_700_000_200)).unwrap(),
+        2
+    );
+    assert_eq!(
+        store.failures("facility:BC1", at(1_700_000_301)).unwrap(),
+        0
+    );
+    assert_eq!(store.failures("address:192.0.2.2", at(0)).unwrap(), 1);
+    assert_eq!(store.failures("facility:BC2", at(0)).unwrap(), 0);
+    // Recording prunes every key's failures from before the window.
+    store
+        .record_failures(
+            &keys(&["facility:BC3"]),
+            at(1_700_000_400),
+            at(1_700_000_250),
+        )
+        .unwrap();
+    assert_eq!(store.failures("address:192.0.2.1", at(0)).unwrap(), 1);
+    assert_eq!(store.failures("facility:BC1", at(0)).unwrap(), 1);
+    assert_eq!(store.failures("address:192.0.2.2", at(0)).unwrap(), 1);
+    assert_eq!(store.failures("facility:BC3", at(0)).unwrap(), 1);
+    assert_eq!(store.generation().unwrap(), g);
 }
 
 /// A renewed certificate replaces the current one only when it is still the current one

@@ -42,9 +42,11 @@ enum ClientCommand {
     /// from the CA in --ca), and writes the certificate, private key and envelope key to
     /// one file created with mode 0600.
     #[command(
-        after_help = "The registration code works once and expires (7 days by default). To keep it off the\n\
-command line and out of shell history, give --code - and type or pipe it on standard input.\n\n\
-Example:\n  hnsecure client register --gate gate.example:7443 --facility BC00000098 --code - \\\n    --ca hngard-ca.pem --out credential.toml"
+        after_help = "The registration code works once and expires (7 days by default). Keep it off the\n\
+command line (where ps shows it) and out of shell history: give --code-file FILE, or --code-file -\n\
+(or --code -) and type or pipe it on standard input. --code CODE still works.\n\n\
+Examples:\n  hnsecure client register --gate gate.example:7443 --facility BC00000098 --code-file code.txt \\\n    --ca hngard-ca.pem --out credential.toml\n  \
+hnsecure client register --gate gate.example:7443 --facility BC00000098 --code - \\\n    --ca hngard-ca.pem --out credential.toml"
     )]
     Register(RegisterArgs),
     /// Renew this facility's certificate before it expires, without a registration code.
@@ -74,9 +76,18 @@ struct RegisterArgs {
     /// This facility's id, as HNGard recorded it.
     #[arg(long)]
     facility: String,
-    /// The one-time registration code, or - to read it from standard input.
-    #[arg(long)]
-    code: String,
+    /// The one-time registration code, or - to read it from standard input. Prefer
+    /// --code-file: a code given here is visible to other users (ps).
+    #[arg(
+        long,
+        required_unless_present = "code_file",
+        conflicts_with = "code_file"
+    )]
+    code: Option<String>,
+    /// Read the one-time registration code from this file (- for standard input);
+    /// surrounding whitespace is ignored.
+    #[arg(long, value_name = "PATH")]
+    code_file: Option<PathBuf>,
     /// HNGard's CA certificate (PEM), from the gateway's operator.
     #[arg(long)]
     ca: PathBuf,
@@ -158,16 +169,41 @@ fn relay(path: &std::path::Path, log_level: log::LevelFilter) -> Result<(), Fail
     })
 }
 
-fn register(args: RegisterArgs) -> Result<(), Failure> {
-    let code = if args.code == "-" {
-        let mut text = String::new();
+/// The registration code from `--code` or `--code-file`, trimmed; `-` reads standard input.
+fn read_code(args: &RegisterArgs) -> Result<zeroize::Zeroizing<String>, Failure> {
+    let stdin = std::path::Path::new("-");
+    let from_file = match (&args.code, &args.code_file) {
+        (Some(code), _) if code != "-" => {
+            return Ok(zeroize::Zeroizing::new(code.trim().to_owned()));
+        }
+        (Some(_), _) => stdin,
+        (None, Some(path)) => path.as_path(),
+        (None, None) => {
+            return Err(Failure::Usage(
+                "give the registration code with --code-file FILE, --code-file - or --code".into(),
+            ));
+        }
+    };
+    let mut text = zeroize::Zeroizing::new(String::new());
+    if from_file == stdin {
         std::io::stdin().read_to_string(&mut text).map_err(|e| {
             Failure::Usage(format!("cannot read the code from standard input: {e}"))
         })?;
-        text.trim().to_owned()
     } else {
-        args.code.clone()
-    };
+        std::fs::File::open(from_file)
+            .and_then(|mut file| file.read_to_string(&mut text))
+            .map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot read the code from {}: {e}",
+                    from_file.display()
+                ))
+            })?;
+    }
+    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
+}
+
+fn register(args: RegisterArgs) -> Result<(), Failure> {
+    let code = read_code(&args)?;
     if code.is_empty() {
         return Err(Failure::Usage("the registration code is empty".into()));
     }

@@ -54,9 +54,11 @@ enum GardCommand {
         password_file: Option<PathBuf>,
     },
     /// Record a facility and print its one-time registration code (alone on standard output).
-    #[command(
-        after_help = "Example:\n  CODE=$(hnsecure gard --dir /var/lib/hnsecure/gard add BC00000098 --name 'Royal Jubilee Lab')"
-    )]
+    #[command(after_help = "Examples:\n  \
+        hnsecure gard --dir /var/lib/hnsecure/gard add BC00000098 --name 'Royal Jubilee Lab' > code.txt\n  \
+        hnsecure gard add BC00000099 --name 'Lab results service' --role server --serves HNAPI-LAB HNAPI-LAB2\n\n\
+        --serves takes one or more names, space separated or with --serves repeated; put it after\n\
+        the facility id (or end its names with --).")]
     Add {
         /// The facility id: 1 to 32 characters A-Z, 0-9 and -, as in MSH-4 of its messages.
         #[arg(value_parser = parse_id)]
@@ -67,9 +69,31 @@ enum GardCommand {
         /// server: a receiving application that may also serve requests.
         #[arg(long, value_enum, default_value_t = RoleArg::Client)]
         role: RoleArg,
+        /// The receiving-application names (MSH-5) a server facility may serve: one or
+        /// more, space separated or repeated; only with --role server.
+        #[arg(long, value_name = "NAME", num_args = 1.., action = clap::ArgAction::Append, value_parser = parse_application)]
+        serves: Vec<String>,
         /// Days the code stays valid.
         #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
         code_days: u32,
+    },
+    /// Set the receiving-application names (MSH-5) a server facility may serve, replacing
+    /// the names it had. A gateway refuses an application that asks to serve any other name.
+    #[command(after_help = "Examples:\n  \
+        hnsecure gard serves BC00000099 HNAPI-LAB HNAPI-LAB2\n  \
+        hnsecure gard serves BC00000099 --none\n\n\
+        A name is 1 to 64 printable ASCII characters without | ^ ~ \\ & (nor a leading or\n\
+        trailing space), matched exactly against MSH-5. The change is journaled (gard audit).")]
+    Serves {
+        /// The facility id (a server).
+        #[arg(value_parser = parse_id)]
+        id: String,
+        /// The names, one or more.
+        #[arg(value_name = "NAME", required_unless_present = "none", value_parser = parse_application)]
+        names: Vec<String>,
+        /// Serve no name at all.
+        #[arg(long, conflicts_with = "names")]
+        none: bool,
     },
     /// Print a new one-time registration code for an existing facility, replacing any
     /// earlier code. Registering with it rotates the facility's certificate and envelope key.
@@ -211,6 +235,12 @@ fn parse_since(s: &str) -> Result<Timestamp, String> {
     }
 }
 
+fn parse_application(s: &str) -> Result<String, String> {
+    gard::check_application_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 fn parse_name(s: &str) -> Result<String, String> {
     gard::check_facility_name(s)
         .map(|()| s.to_owned())
@@ -247,8 +277,23 @@ pub fn run(args: GardArgs) -> Result<(), Failure> {
             id,
             name,
             role,
+            serves,
             code_days,
-        } => add(&open(&dir)?, &id, &name, role.into(), code_days, &mut out),
+        } => {
+            let role = Role::from(role);
+            if role == Role::Client && !serves.is_empty() {
+                return Err(Failure::Usage(
+                    "--serves is only for a server facility: give --role server \
+                     (a client facility serves no receiving application)"
+                        .into(),
+                ));
+            }
+            add(&open(&dir)?, &id, &name, role, &serves, code_days, &mut out)
+        }
+        GardCommand::Serves { id, names, none } => {
+            let names = if none { Vec::new() } else { names };
+            serves(&open(&dir)?, &id, &names, &mut out)
+        }
         GardCommand::Code { id, code_days } => code(&open(&dir)?, &id, code_days, &mut out),
         GardCommand::List => list(&open(&dir)?, &mut out),
         GardCommand::Show { id } => show(&open(&dir)?, &id, &mut out),
@@ -272,6 +317,9 @@ fn failure(e: GardError) -> Failure {
     match e {
         GardError::InvalidFacilityId(_)
         | GardError::InvalidName
+        | GardError::InvalidApplicationName(_)
+        | GardError::TooManyApplications(_)
+        | GardError::ServesForClient(_)
         | GardError::InvalidSubjectAltName(_) => Failure::Usage(e.to_string()),
         _ => Failure::Input(Some(e.to_string())),
     }
@@ -376,8 +424,9 @@ fn handover(gard: &Gard, id: &str) -> Result<String, Failure> {
     let fingerprint = gard.ca_fingerprint().map_err(failure)?;
     Ok(format!(
         "Give it to the facility with the CA certificate {} (SHA-256 {fingerprint}).\n\
-         Its client then registers with:\n  \
-         hnsecure client register --gate HOST:PORT --facility {id} --code CODE --ca ca.pem",
+         Its client then registers with the code in a file (or --code-file - to type or pipe it),\n\
+         which keeps it off the command line:\n  \
+         hnsecure client register --gate HOST:PORT --facility {id} --code-file code.txt --ca ca.pem --out credential.toml",
         ca.display()
     ))
 }
@@ -387,10 +436,11 @@ fn add(
     id: &str,
     name: &str,
     role: Role,
+    serves: &[String],
     code_days: u32,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
-    let code = match gard.add_facility(id, name, role, days(code_days)) {
+    let code = match gard.add_facility_serving(id, name, role, serves, days(code_days)) {
         Ok(code) => code,
         Err(GardError::FacilityExists(_)) => {
             return Err(Failure::Input(Some(format!(
@@ -403,6 +453,18 @@ fn add(
     writeln!(out, "{code}")?;
     out.flush()?;
     eprintln!("Added facility {id} ({name}, {role}); it is pending until it registers.");
+    if role == Role::Server {
+        match gard.facility(id).map_err(failure)? {
+            Some(f) if !f.serves.is_empty() => {
+                eprintln!("It may serve {}.", names_for_people(&f.serves));
+                warn_shared(gard, id, &f.serves)?;
+            }
+            _ => eprintln!(
+                "It serves no receiving application yet: give it names with \
+                 `hnsecure gard serves {id} NAME…`."
+            ),
+        }
+    }
     eprintln!(
         "This registration code works once, until {}.",
         code_expiry(gard, id)?
@@ -436,6 +498,104 @@ fn code(gard: &Gard, id: &str, code_days: u32, out: &mut impl Write) -> Result<(
     Ok(())
 }
 
+/// Names for people, `HNAPI-DEMO, "TWO WORDS"`: a name with a space or comma is quoted.
+fn names_for_people(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            if n.contains([' ', ',', '"']) {
+                format!("{n:?}")
+            } else {
+                n.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Warns (standard error) about names another facility also serves.
+fn warn_shared(gard: &Gard, id: &str, names: &[String]) -> Result<(), Failure> {
+    for other in gard.facilities().map_err(failure)? {
+        if other.id == id || other.status == Status::Revoked {
+            continue;
+        }
+        let shared: Vec<String> = names
+            .iter()
+            .filter(|n| other.serves.contains(n))
+            .cloned()
+            .collect();
+        if !shared.is_empty() {
+            eprintln!(
+                "Note: facility {} also serves {}.",
+                other.id,
+                names_for_people(&shared)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn serves(gard: &Gard, id: &str, names: &[String], out: &mut impl Write) -> Result<(), Failure> {
+    let Some(before) = gard.facility(id).map_err(failure)? else {
+        return Err(unknown(gard, id));
+    };
+    match gard.set_serves(id, names) {
+        Ok(()) => {}
+        Err(GardError::UnknownFacility(_)) => return Err(unknown(gard, id)),
+        Err(GardError::NotAServer(_)) => {
+            return Err(Failure::Input(Some(format!(
+                "facility {id} has the role client, which serves no receiving application; \
+                 a server facility is added with `hnsecure gard add ID --name NAME --role server`"
+            ))));
+        }
+        Err(GardError::FacilityRevoked(_)) => {
+            return Err(Failure::Input(Some(format!(
+                "facility {id} is revoked, and revocation is final: it serves nothing"
+            ))));
+        }
+        Err(e) => return Err(failure(e)),
+    }
+    let after = gard
+        .facility(id)
+        .map_err(failure)?
+        .map(|f| f.serves)
+        .unwrap_or_default();
+    let described = |names: &[String]| {
+        if names.is_empty() {
+            "nothing".to_owned()
+        } else {
+            names_for_people(names)
+        }
+    };
+    // Journaled as other operator actions are.
+    let journaled = gard.record_audit(&[AuditRecord::security(
+        id,
+        "",
+        "changed",
+        "serves-changed",
+        format!(
+            "served names set by the operator: {} (before: {})",
+            described(&after),
+            described(&before.serves)
+        ),
+    )]);
+    if let Err(e) = journaled {
+        eprintln!("warning: the change was not journaled: {e}");
+    }
+    writeln!(
+        out,
+        "Facility {id} ({}) now serves {}.",
+        before.name,
+        described(&after)
+    )?;
+    warn_shared(gard, id, &after)?;
+    eprintln!(
+        "A running gateway refuses other names from now on, and closes a connection \
+         serving a name taken away when it sees the change."
+    );
+    Ok(())
+}
+
 fn list(gard: &Gard, out: &mut impl Write) -> Result<(), Failure> {
     let facilities = gard.facilities().map_err(failure)?;
     if facilities.is_empty() {
@@ -450,8 +610,9 @@ fn list(gard: &Gard, out: &mut impl Write) -> Result<(), Failure> {
         "REGISTERED",
         "CERT EXPIRES",
         "KEY",
+        "SERVES",
     ];
-    let rows: Vec<[String; 7]> = facilities
+    let rows: Vec<[String; 8]> = facilities
         .iter()
         .map(|f| {
             [
@@ -462,6 +623,11 @@ fn list(gard: &Gard, out: &mut impl Write) -> Result<(), Failure> {
                 date(f.registered_at),
                 date(f.cert_not_after),
                 f.key_id.map_or_else(|| "-".to_owned(), |k| k.to_string()),
+                if f.serves.is_empty() {
+                    "-".to_owned()
+                } else {
+                    f.serves.join(",")
+                },
             ]
         })
         .collect();
@@ -515,6 +681,7 @@ fn show(gard: &Gard, id: &str, out: &mut impl Write) -> Result<(), Failure> {
         cert_serial,
         cert_not_after,
         key_id,
+        serves,
     } = f;
     let certificate = match (cert_serial, cert_not_after) {
         (Some(serial), Some(not_after)) => {
@@ -545,6 +712,14 @@ fn show(gard: &Gard, id: &str, out: &mut impl Write) -> Result<(), Failure> {
     writeln!(out, "Facility:          {id}")?;
     writeln!(out, "Name:              {name}")?;
     writeln!(out, "Role:              {role}")?;
+    let served = match role {
+        Role::Client => "none (a client)".to_owned(),
+        Role::Server if serves.is_empty() => {
+            format!("none yet (`hnsecure gard serves {id} NAME…` gives it names)")
+        }
+        Role::Server => names_for_people(&serves),
+    };
+    writeln!(out, "Serves:            {served}")?;
     writeln!(out, "Status:            {status}")?;
     writeln!(out, "Added:             {}", when(created_at))?;
     writeln!(
@@ -762,7 +937,8 @@ fn audit_cells(r: &AuditRecord, at: String) -> [String; 15] {
 }
 
 /// A TSV cell: backslash, tab, line feed and carriage return escaped as `\\`, `\t`, `\n`
-/// and `\r`, so that a cell never splits a line or a column.
+/// and `\r`, every other control byte (below 0x20, and 0x7F) as `\xHH`, so that a cell
+/// never splits a line or a column, nor carries a terminal escape.
 fn tsv_escape(cell: &str) -> String {
     let mut text = String::with_capacity(cell.len());
     for c in cell.chars() {
@@ -771,6 +947,7 @@ fn tsv_escape(cell: &str) -> String {
             '\t' => text.push_str("\\t"),
             '\n' => text.push_str("\\n"),
             '\r' => text.push_str("\\r"),
+            '\0'..='\x1f' | '\x7f' => text.push_str(&format!("\\x{:02X}", c as u32)),
             c => text.push(c),
         }
     }
@@ -817,5 +994,6 @@ mod tests {
     fn tsv_cells_never_split() {
         assert_eq!(tsv_escape("a\tb\nc\rd\\e"), "a\\tb\\nc\\rd\\\\e");
         assert_eq!(tsv_escape("plain é"), "plain é");
+        assert_eq!(tsv_escape("\0\x1b[2J\x7f"), "\\x00\\x1B[2J\\x7F");
     }
 }
