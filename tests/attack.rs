@@ -1411,3 +1411,66 @@ fn one_facility_filling_its_replay_guard_does_not_refuse_another() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registration frames from peers without a certificate
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_registration_frame_over_64_kib_is_refused_and_a_forged_id_is_not_logged_raw() {
+    // The gateway's own frame limit is 8 MiB here; a registration may be 64 KiB.
+    let system = System::start("attack-register-size");
+    let ca = Credential::read(&system.credential())
+        .unwrap()
+        .tls_parts()
+        .unwrap()
+        .ca;
+    let register_frame = |facility: &str, csr_len: usize| {
+        let ca = ca.clone();
+        let facility = facility.to_owned();
+        let addr = system.addr();
+        system.runtime.block_on(async move {
+            let config = tls::client_config(&ca, None).unwrap();
+            let mut stream = transport::connect(&addr, config, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let frame = Frame::RegisterRequest {
+                facility,
+                code: String::from("2345-6789-ABCD-EFGH").into(),
+                csr: vec![0x30; csr_len],
+            };
+            if write_frame(&mut stream, &frame).await.is_err() {
+                return None;
+            }
+            read_frame(&mut stream, transport::DEFAULT_MAX_FRAME)
+                .await
+                .ok()
+                .flatten()
+        })
+    };
+    // 100 KiB: the connection is closed without an answer.
+    assert_eq!(register_frame("BC00000404", 100 * 1024), None);
+    // 1 KiB: an answer (the code is wrong).
+    assert_eq!(
+        register_frame("BC00000404", 1024),
+        Some(Frame::Refused {
+            id: 0,
+            reason: Refusal::RegistrationRefused
+        })
+    );
+    // A claimed id holding a line end is journaled blank, not as claimed.
+    assert_eq!(
+        register_frame("BC0\nforged line", 1024),
+        Some(Frame::Refused {
+            id: 0,
+            reason: Refusal::RegistrationRefused
+        })
+    );
+    let rows = security_rows(&system.gard_dir(), 2, |r| r.code == "registration-refused");
+    assert!(rows.iter().any(|r| r.facility.is_empty()), "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| !r.facility.contains('\n') && !r.detail.contains('\n')),
+        "{rows:#?}"
+    );
+}
