@@ -125,7 +125,8 @@ impl System {
                 dir.join(format!("gate-{name}.toml")),
                 format!(
                     "listen = \"{addr}\"\ngard = \"gard\"\nfacility = \"HNGATE-LOAD-{}\"\n\
-                     max_connections = 20000\n\n\
+                     max_connections = 20000\nmax_unauthenticated = 20000\n\
+                     max_unauthenticated_per_source = 20000\n\n\
                      [[route]]\napplication = \"{MLLP_APPLICATION}\"\ndestination = \"mllp://{receiver_addr}\"\n\
                      timeout_secs = {TIMEOUT_SECS}\npool_size = 32\n\n\
                      [[route]]\napplication = \"*\"\ndestination = \"sim\"\ntimeout_secs = {TIMEOUT_SECS}\n",

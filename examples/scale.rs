@@ -81,8 +81,13 @@ async fn run(hnsecure: &Path, dir: &Path, steps: &[usize], rounds: usize) -> Res
         dir.join("gate.toml"),
         format!(
             "listen = \"{addr}\"\ngard = \"gard\"\nfacility = \"HNGATE-SCALE\"\n\
-             max_connections = {}\nidle_timeout_secs = 3600\n\n\
+             max_connections = {}\nidle_timeout_secs = 3600\n\
+             max_unauthenticated = {}\nmax_unauthenticated_per_source = {}\n\n\
              [[route]]\napplication = \"*\"\ndestination = \"sim\"\n",
+            most + 100,
+            // Every connection comes from this one address, hundreds handshaking at once:
+            // the per-source share of unauthenticated connections is lifted here.
+            most + 100,
             most + 100
         ),
     )

@@ -213,6 +213,9 @@ pub fn message(application: &str, size: usize) -> Vec<u8> {
             "NTE|{n}||FILLER TEXT SO THAT THE MESSAGE IS AS LARGE AS THE RUN ASKS {n:06}\r"
         ));
     }
+    // The last bytes lengthen the last segment's text (a line of its own would be a
+    // segment without an id, which the gateway refuses).
+    m.pop();
     while m.len() + 1 < size {
         m.push('X');
     }
