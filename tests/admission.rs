@@ -8,14 +8,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::differential::Differential;
-use common::{FACILITY, System, get};
+use common::{FACILITY, System, get, security_rows};
 use hnapi::client::Client;
-use hnapi::gard::{AuditFilter, AuditKind, AuditRecord, Gard};
 use hnapi::hl7::{Message, Path as HlPath};
 use hnapi::xfer::mllp::{self, Decoder};
 
@@ -119,33 +117,6 @@ fn good(control: &str) -> String {
     format!(
         "MSH|^~\\&|HNWEB|{FACILITY}|LAB|BC00001013|20260101120000|TRAIN|R03|{control}|D|2.4\rPID||9012372173^^^BC^PH\r"
     )
-}
-
-/// The security rows of the journal for which `wanted` holds, once there are `n`.
-fn security_rows(
-    gard_dir: &Path,
-    n: usize,
-    wanted: impl Fn(&AuditRecord) -> bool,
-) -> Vec<AuditRecord> {
-    let gard = Gard::open(gard_dir).unwrap();
-    let filter = AuditFilter {
-        kind: Some(AuditKind::Security),
-        ..AuditFilter::default()
-    };
-    let started = Instant::now();
-    loop {
-        let all = gard.audit(&filter).unwrap();
-        let rows: Vec<AuditRecord> = all.iter().filter(|r| wanted(r)).cloned().collect();
-        if rows.len() >= n {
-            return rows;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} of {n} rows; the security journal: {all:#?}",
-            rows.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The hostile requests of the adversarial review and more: (name, bytes, the code of

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{FACILITY, Process, System, get, request};
+use common::{FACILITY, Process, System, get, request, security_rows};
 use hnapi::client::daemon::Relay;
 use hnapi::client::{Client, ClientConfig, Credential, RegisterError};
 use hnapi::envelope::{self, Direction};
-use hnapi::gard::{AuditFilter, AuditKind, AuditRecord, Gard, Role};
+use hnapi::gard::{AuditFilter, AuditRecord, Gard, Role};
 use hnapi::gate::{Gate, GateConfig};
 use hnapi::transport::{self, Frame, Refusal, read_frame, tls, write_frame};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -31,34 +31,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 // ---------------------------------------------------------------------------------------
 // The journal, the well-behaved sender, certificates
 // ---------------------------------------------------------------------------------------
-
-/// The security rows of the journal in `gard_dir` for which `wanted` holds, once there are
-/// at least `n` (the gateway writes them in batches, from a thread of its own).
-fn security_rows(
-    gard_dir: &Path,
-    n: usize,
-    wanted: impl Fn(&AuditRecord) -> bool,
-) -> Vec<AuditRecord> {
-    let gard = Gard::open(gard_dir).unwrap();
-    let filter = AuditFilter {
-        kind: Some(AuditKind::Security),
-        ..AuditFilter::default()
-    };
-    let started = Instant::now();
-    loop {
-        let all = gard.audit(&filter).unwrap();
-        let rows: Vec<AuditRecord> = all.iter().filter(|r| wanted(r)).cloned().collect();
-        if rows.len() >= n {
-            return rows;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} of {n} rows; the security journal: {all:#?}",
-            rows.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The one security row from `peer` (`IP:PORT` as the gateway saw it).
 fn row_from(gard_dir: &Path, peer: SocketAddr) -> AuditRecord {

@@ -102,7 +102,9 @@ fn lock(waiting: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
     waiting.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn peer_block(peer: IpAddr) -> IpAddr {
+/// The source a limit counts against: an IPv4 address, or an IPv6 /64 (the block one
+/// host usually controls); an IPv4-mapped IPv6 address counts as its IPv4 address.
+pub(crate) fn peer_block(peer: IpAddr) -> IpAddr {
     match peer {
         IpAddr::V4(_) => peer,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

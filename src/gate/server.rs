@@ -64,7 +64,8 @@ struct State {
     /// Turns between several server applications serving the same name.
     next_app: AtomicUsize,
     connections: AtomicUsize,
-    /// Connections not yet authenticated, by source (see [`source_block`]), and in all.
+    /// Connections not yet authenticated, by source (an IPv4 address or an IPv6 /64),
+    /// and in all.
     unauthenticated: Mutex<HashMap<std::net::IpAddr, usize>>,
     unauthenticated_total: AtomicUsize,
     next_connection: AtomicU64,
@@ -81,7 +82,8 @@ impl Unauthenticated {
     /// A place for a connection from `peer`, or `None` when its source or all
     /// unauthenticated connections are at their limit.
     fn take(state: &Arc<State>, peer: SocketAddr, limits: &super::Limits) -> Option<Self> {
-        let source = source_block(peer.ip());
+        // Counted as registration failures are: per IPv4 address, or per IPv6 /64.
+        let source = crate::gard::peer_block(peer.ip());
         let mut by_source = state
             .unauthenticated
             .lock()
@@ -125,23 +127,6 @@ impl Unauthenticated {
 impl Drop for Unauthenticated {
     fn drop(&mut self) {
         self.release();
-    }
-}
-
-/// The source a connection's limits count against: an IPv4 address, or an IPv6 /64 (the
-/// block one host usually controls); an IPv4-mapped IPv6 address counts as its IPv4.
-pub(crate) fn source_block(ip: std::net::IpAddr) -> std::net::IpAddr {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::from(octets)
-            }
-        },
     }
 }
 

@@ -246,3 +246,32 @@ impl Drop for Process {
     }
 }
 pub mod differential;
+
+/// The security rows of the journal in `gard_dir` for which `wanted` holds, once there are
+/// at least `n` (the gateway writes them in batches, from a thread of its own).
+pub fn security_rows(
+    gard_dir: &Path,
+    n: usize,
+    wanted: impl Fn(&hnapi::gard::AuditRecord) -> bool,
+) -> Vec<hnapi::gard::AuditRecord> {
+    let gard = hnapi::gard::Gard::open(gard_dir).unwrap();
+    let filter = hnapi::gard::AuditFilter {
+        kind: Some(hnapi::gard::AuditKind::Security),
+        ..hnapi::gard::AuditFilter::default()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let all = gard.audit(&filter).unwrap();
+        let rows: Vec<hnapi::gard::AuditRecord> =
+            all.iter().filter(|r| wanted(r)).cloned().collect();
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{} of {n} rows; the security journal: {all:#?}",
+            rows.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
