@@ -275,6 +275,53 @@ fn a_library_client_hears_every_fault_between_it_and_the_gateway() {
     });
 }
 
+/// One deadline for the whole transaction: a gateway slow at the TCP and TLS handshake
+/// and slow again with its "Accepted" verdict cannot make the call last longer than its
+/// timeout (plus one second), however long `connect_timeout_secs` is.
+#[test]
+fn one_deadline_bounds_connecting_the_verdict_and_the_answer() {
+    let system = System::start("faults-deadline");
+    let proxy = Proxy::start(system.sandbox().addr());
+    let path = system.dir.join("client-deadline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "facility = \"{FACILITY}\"\ncredential = \"credential.toml\"\ngateways = [\"{}\"]\n\
+             timeout_secs = {}\nconnect_timeout_secs = 30\n",
+            proxy.addr(),
+            TIMEOUT.as_secs()
+        ),
+    )
+    .unwrap();
+    // Each flight from the gateway is held 2.5 s: the handshake ends after 2.5 s, the
+    // verdict comes 2.5 s later. Each phase alone is within the 3 s timeout; together
+    // they are not.
+    proxy.set_each(Fault::Pass, Fault::Delay(Duration::from_millis(2500)));
+    let client = Client::open_file(&path).unwrap();
+    hear(
+        "slow handshake, slow verdict",
+        &echo(),
+        hnapi_ar(),
+        TIMEOUT + ONE_SECOND,
+        |req| client.send_receive(req, None).unwrap().bytes,
+    );
+    // The same through the async core, with a shorter timeout of its own.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let core = AsyncClient::new(ClientConfig::from_file(&path).unwrap()).unwrap();
+    let limit = Duration::from_secs(2);
+    hear(
+        "slow handshake, slow verdict, 2 s",
+        &echo(),
+        hnapi_ar(),
+        limit + ONE_SECOND,
+        |req| runtime.block_on(core.answer(req, Some(limit))).bytes,
+    );
+    proxy.set(Fault::Pass);
+    until_answered("after the delays", |req| {
+        client.send_receive(req, None).unwrap().bytes
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. The gateway and an MLLP receiving system
 // ---------------------------------------------------------------------------------------

@@ -65,16 +65,19 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Connects, completes TLS, and waits for the gateway to accept the certificate;
-    /// with `serving`, also asks for the requests to its applications.
+    /// with `serving`, also asks for the requests to its applications. All of it within
+    /// `budget`: one deadline for every phase, so a gateway slow at each of them cannot
+    /// stretch a transaction past its timeout.
     pub(crate) async fn open(
         gateway: &str,
         tls: Arc<rustls::ClientConfig>,
-        connect_timeout: Duration,
+        budget: Duration,
         keepalive: Duration,
         max_frame: usize,
         serving: Option<Serving<'_>>,
     ) -> Result<Arc<Self>, OpenError> {
-        let stream = match transport::connect(gateway, tls, connect_timeout).await {
+        let deadline = Instant::now() + budget;
+        let stream = match transport::connect(gateway, tls, budget).await {
             Ok(s) => s,
             Err(ConnectError::Handshake(e)) => {
                 return Err(OpenError::Refused(format!("TLS handshake: {e}")));
@@ -86,7 +89,7 @@ impl Connection {
         // In TLS 1.3 the gateway judges the client's certificate after the client has
         // finished its handshake; its verdict is the first frame (or an alert). A server
         // application then asks for its applications and waits for the second verdict.
-        verdict(&mut reader, connect_timeout, max_frame).await?;
+        verdict(&mut reader, deadline, max_frame).await?;
         let inbound = match serving {
             Some(serving) => {
                 let serve = Frame::Serve {
@@ -96,7 +99,7 @@ impl Connection {
                     .send(&serve)
                     .await
                     .map_err(|e| OpenError::Refused(format!("sending Serve: {e}")))?;
-                verdict(&mut reader, connect_timeout, max_frame).await?;
+                verdict(&mut reader, deadline, max_frame).await?;
                 Some(serving.inbound)
             }
             None => None,
@@ -302,10 +305,10 @@ async fn read_loop(
 /// Reads the gateway's verdict on what was just sent: `Accepted`, or why not.
 async fn verdict(
     reader: &mut ReadHalf<ClientStream>,
-    timeout: Duration,
+    deadline: Instant,
     max_frame: usize,
 ) -> Result<(), OpenError> {
-    match tokio::time::timeout(timeout, read_frame(reader, max_frame)).await {
+    match tokio::time::timeout_at(deadline.into(), read_frame(reader, max_frame)).await {
         Ok(Ok(Some(Frame::Accepted))) => Ok(()),
         Ok(Ok(Some(Frame::Refused { reason, .. }))) => Err(OpenError::Refused(reason.to_string())),
         Ok(Ok(Some(other))) => Err(OpenError::Refused(format!("unexpected frame {other:?}"))),

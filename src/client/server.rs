@@ -16,7 +16,14 @@
 //! # connect_timeout_secs = 10
 //! # keepalive_secs = 30
 //! # max_frame_bytes = 8388608
+//! # envelope_window_secs = 300      # a request's time stamp may differ this much from now
+//! # replay_capacity = 100000        # request nonces remembered within the window
 //! ```
+//!
+//! Requests are checked as the gateway checks its own (DESIGN 3.5): an envelope sealed
+//! for another facility, stamped outside the window, or whose nonce was already taken
+//! is refused and logged, and never reaches the application — so that even a party that
+//! could write into the gateway's channel could not make it act on one request twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +37,7 @@ use tokio::sync::mpsc;
 use super::ClientError;
 use super::conn::{Connection, Dialer, Inbound, Serving};
 use crate::config::{ConfigError, read_toml, resolve};
-use crate::envelope::{self, Direction, MasterKey, Nonce};
+use crate::envelope::{self, Direction, MasterKey, Nonce, ReplayGuard};
 use crate::hl7::Message;
 use crate::transport::{DEFAULT_MAX_FRAME, Frame};
 
@@ -51,6 +58,11 @@ pub struct ServerConfig {
     pub keepalive: Duration,
     /// The largest frame sent or accepted.
     pub max_frame_bytes: usize,
+    /// How far a request's time stamp may be from now.
+    pub envelope_window: Duration,
+    /// How many request nonces are remembered within the window; when that many are,
+    /// further requests are refused until the oldest expire.
+    pub replay_capacity: usize,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +75,8 @@ struct ServerFile {
     connect_timeout_secs: Option<u64>,
     keepalive_secs: Option<u64>,
     max_frame_bytes: Option<usize>,
+    envelope_window_secs: Option<u64>,
+    replay_capacity: Option<usize>,
 }
 
 impl ServerConfig {
@@ -96,9 +110,25 @@ impl ServerConfig {
             connect_timeout: secs("connect_timeout_secs", file.connect_timeout_secs, 10)?,
             keepalive: secs("keepalive_secs", file.keepalive_secs, 30)?,
             max_frame_bytes: file.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME).max(1024),
+            envelope_window: secs("envelope_window_secs", file.envelope_window_secs, 300)?,
+            replay_capacity: match file.replay_capacity {
+                Some(0) => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "replay_capacity",
+                        "must be at least 1",
+                    ));
+                }
+                Some(n) => n,
+                None => DEFAULT_REPLAY_CAPACITY,
+            },
         })
     }
 }
+
+/// How many request nonces a server application remembers by default: a day's worth
+/// of a busy application's requests within the five-minute window, a few megabytes.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 
 /// A request routed to this server application.
 #[derive(Clone, PartialEq, Eq)]
@@ -132,6 +162,9 @@ struct Core {
     facility: String,
     key: MasterKey,
     outstanding: Mutex<HashMap<u64, Outstanding>>,
+    /// The nonces of the requests taken within the window: the same guard as the
+    /// gateway's, for this facility (the only one whose key opens its requests).
+    replay: Mutex<ReplayGuard>,
     next_id: AtomicU64,
     /// True while a gateway has accepted this application's `Serve`.
     connected: tokio::sync::watch::Sender<bool>,
@@ -168,6 +201,10 @@ impl Server {
             facility: credential.facility.clone(),
             key: credential.key.clone(),
             outstanding: Mutex::new(HashMap::new()),
+            replay: Mutex::new(ReplayGuard::new(
+                config.envelope_window,
+                config.replay_capacity,
+            )),
             next_id: AtomicU64::new(1),
             connected: tokio::sync::watch::Sender::new(false),
         });
@@ -292,6 +329,22 @@ impl Server {
 }
 
 impl Core {
+    /// The checks the gateway makes of its own requests: sealed for this facility, within
+    /// the window, and a nonce not taken before.
+    fn admit(&self, header: &envelope::Header) -> Result<(), String> {
+        if header.facility != self.facility {
+            return Err(format!(
+                "sealed for facility {}, not this one",
+                crate::hl7::printable(header.facility.as_bytes(), 32)
+            ));
+        }
+        self.replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(header, envelope::now_ms())
+            .map_err(|e| e.to_string())
+    }
+
     fn take(&self, id: u64) -> Option<Outstanding> {
         self.outstanding
             .lock()
@@ -314,12 +367,26 @@ impl Core {
             Ok(opened) => opened,
             Err(e) => {
                 log::warn!(
-                    "a request from gateway {} did not open: {e}",
+                    "security: a request from gateway {} did not open: {e}",
                     connection.gateway()
                 );
                 return;
             }
         };
+        if let Err(why) = self.admit(&opened.header) {
+            // The request is not answered: its sender (if there is a genuine one) was
+            // answered the first time, and the gateway answers a timeout otherwise.
+            log::warn!(
+                "security: a request from gateway {} refused ({why}): facility {}, key {}, \
+                 sealed at {} ms, nonce {}",
+                connection.gateway(),
+                crate::hl7::printable(opened.header.facility.as_bytes(), 32),
+                opened.header.key_id,
+                opened.header.timestamp_ms,
+                hex(&opened.header.nonce),
+            );
+            return;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut outstanding = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
@@ -424,4 +491,13 @@ impl Drop for Server {
             super::stop_runtime(runtime);
         }
     }
+}
+
+/// A nonce as hexadecimal, for a log line.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }

@@ -245,28 +245,7 @@ pub fn control_id(msg: &Message<'_>) -> String {
     printable(msg.raw(&Path::new(*b"MSH", 10)).unwrap_or_default(), 64)
 }
 
-/// `bytes` as text safe for one log line or one journal field: at most `max` bytes of
-/// it, invalid UTF-8 replaced, and every control character written as `\xHH` (a
-/// backslash as `\\`), so that nothing from the network can start a line or a column.
-pub fn printable(bytes: &[u8], max: usize) -> String {
-    let cut = &bytes[..bytes.len().min(max)];
-    let mut out = String::with_capacity(cut.len());
-    for c in String::from_utf8_lossy(cut).chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                let n = u32::from(c);
-                if n <= 0xFF {
-                    out.push_str(&format!("\\x{n:02X}"));
-                } else {
-                    out.push_str(&format!("\\u{{{n:04X}}}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::hl7::printable;
 
 #[cfg(test)]
 mod tests {
