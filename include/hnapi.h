@@ -277,8 +277,10 @@ void hnapi_client_shutdown(struct HnapiClient *c);
 
 /*
  Closes a client: its connection ends, answers not yet received are dropped. It
- returns once the client's threads have finished (within about a second), so nothing
- of it runs afterwards. `hnapi_client_close(NULL)` does nothing.
+ returns once the client's threads have finished their work (within about a second)
+ and no call of the log callback is running, however long the host's callback takes
+ (called from inside the log callback, it cannot wait for that call), so the host may
+ unload the library afterwards. `hnapi_client_close(NULL)` does nothing.
 
  # Safety
  `c` is NULL or a client from `hnapi_client_open*`, not used by any thread after this.
@@ -287,12 +289,16 @@ void hnapi_client_close(struct HnapiClient *c);
 
 /*
  Sends the library's log lines up to `max_level` (1 error … 5 trace; 0 or a NULL
- `cb` stops them) to `cb`, with `ctx` passed back. Replaces any earlier callback.
- PHI is never logged.
+ `cb` stops them) to `cb`, with `ctx` passed back. Replaces any earlier callback:
+ when this returns, no call of the earlier callback is running or will start (it
+ waits for those in flight, however long they take), so the host may then free the
+ earlier `ctx`. Called from inside the callback itself it cannot wait for itself: it
+ replaces the callback and returns at once, and calls in other threads may still be
+ running the earlier one. PHI is never logged.
 
  # Safety
- `cb`, when not NULL, may be called from any thread until it is replaced; `ctx` must
- stay valid for it that long.
+ `cb`, when not NULL, may be called from any thread until this function is called
+ again and returns; `ctx` must stay valid for it that long.
  */
 void hnapi_set_log_callback(HnapiLogCallback cb, void *ctx, int32_t max_level);
 
@@ -357,7 +363,9 @@ void hnapi_server_shutdown(struct HnapiServer *s);
 /*
  Closes a server application: its connection to the gateway ends, and the gateway
  answers what it still waited for with an AR (`TXFR024E`). It returns once the server
- application's threads have finished (within about a second). `hnapi_server_close(NULL)`
+ application's threads have finished their work (within about a second) and no call of
+ the log callback is running, however long the host's callback takes (called from
+ inside the log callback, it cannot wait for that call). `hnapi_server_close(NULL)`
  does nothing.
 
  # Safety

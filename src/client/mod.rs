@@ -555,6 +555,7 @@ impl Drop for Completion {
 /// inside an async task: use [`AsyncClient`] there).
 pub struct Client {
     runtime: Option<tokio::runtime::Runtime>,
+    threads: Threads,
     core: AsyncClient,
     tickets: Mutex<HashMap<u64, Arc<Slot>>>,
     next_ticket: AtomicU64,
@@ -565,20 +566,16 @@ pub struct Client {
 impl Client {
     /// Opens a client for `config`.
     pub fn open(config: ClientConfig) -> Result<Self, ClientError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("hnapi-client")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                ClientError::Internal(format!("cannot start the client's runtime: {e}"))
-            })?;
+        let (runtime, threads) = Threads::runtime("hnapi-client").map_err(|e| {
+            ClientError::Internal(format!("cannot start the client's runtime: {e}"))
+        })?;
         let core = {
             let _entered = runtime.enter();
             AsyncClient::new(config)?
         };
         Ok(Self {
             runtime: Some(runtime),
+            threads,
             core,
             tickets: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(1),
@@ -700,13 +697,53 @@ impl Client {
     }
 }
 
-/// Stops a client's or server application's runtime. Outside an async runtime it waits
-/// (at most a second) for the runtime's threads to finish, so that a host may unload the
-/// library once `*_close` has returned, and opening and closing in a loop leaves no
-/// threads behind; inside one, where blocking is not allowed, it lets them finish alone.
-pub(crate) fn stop_runtime(runtime: tokio::runtime::Runtime) {
+/// The threads of a client's or server application's runtime, counted as they start
+/// and stop, so that stopping the runtime can wait until none is left.
+#[derive(Clone, Default)]
+pub(crate) struct Threads(Arc<(Mutex<usize>, std::sync::Condvar)>);
+
+impl Threads {
+    /// A small runtime (two workers) whose threads are named `name` and counted.
+    pub(crate) fn runtime(name: &str) -> std::io::Result<(tokio::runtime::Runtime, Self)> {
+        let threads = Self::default();
+        let (started, stopped) = (threads.clone(), threads.clone());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .on_thread_start(move || *started.count() += 1)
+            .on_thread_stop(move || {
+                *stopped.count() -= 1;
+                stopped.0.1.notify_all();
+            })
+            .build()?;
+        Ok((runtime, threads))
+    }
+
+    fn count(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.0.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every thread has stopped, however long that takes.
+    fn wait_stopped(&self) {
+        let mut count = self.count();
+        while *count > 0 {
+            count = self.0.1.wait(count).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Stops a client's or server application's runtime. Outside an async runtime it gives
+/// the runtime's tasks a second to finish, then waits for its threads to end, however
+/// long that takes (a thread may be inside the host's log callback, or in a name
+/// lookup), so that a host may unload the library once `*_close` has returned and
+/// opening and closing in a loop leaves no threads behind. Inside an async runtime (one
+/// of its own threads included), where blocking is not allowed, it lets them finish
+/// alone.
+pub(crate) fn stop_runtime(runtime: tokio::runtime::Runtime, threads: &Threads) {
     if tokio::runtime::Handle::try_current().is_err() {
         runtime.shutdown_timeout(Duration::from_secs(1));
+        threads.wait_stopped();
     } else {
         runtime.shutdown_background();
     }
@@ -723,7 +760,7 @@ impl Drop for Client {
                     let _ = tokio::time::timeout(Duration::from_millis(500), core.close()).await;
                 });
             }
-            stop_runtime(runtime);
+            stop_runtime(runtime, &self.threads);
         }
     }
 }

@@ -174,6 +174,7 @@ struct Core {
 /// between threads; not for use inside an async task.
 pub struct Server {
     runtime: Option<tokio::runtime::Runtime>,
+    threads: super::Threads,
     core: Arc<Core>,
     /// An async lock: a waiting receive holds it while it waits, and a poll does not
     /// queue behind it (it finds the lock taken and returns at once).
@@ -189,14 +190,9 @@ impl Server {
     /// gateways in the background (it keeps trying until it is closed).
     pub fn open(config: ServerConfig) -> Result<Self, ClientError> {
         let (credential, tls) = super::facility_tls(&config.facility, &config.credential)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("hnapi-server")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                ClientError::Internal(format!("cannot start the server's runtime: {e}"))
-            })?;
+        let (runtime, threads) = super::Threads::runtime("hnapi-server").map_err(|e| {
+            ClientError::Internal(format!("cannot start the server's runtime: {e}"))
+        })?;
         let core = Arc::new(Core {
             facility: credential.facility.clone(),
             key: credential.key.clone(),
@@ -214,6 +210,7 @@ impl Server {
             runtime.spawn(keep_connected(core.clone(), config, tls, to_inbox, stopped));
         Ok(Self {
             runtime: Some(runtime),
+            threads,
             core,
             inbox: tokio::sync::Mutex::new(inbox),
             shut: tokio::sync::watch::Sender::new(false),
@@ -488,7 +485,7 @@ impl Drop for Server {
                     let _ = tokio::time::timeout(Duration::from_millis(500), connecting).await;
                 });
             }
-            super::stop_runtime(runtime);
+            super::stop_runtime(runtime, &self.threads);
         }
     }
 }

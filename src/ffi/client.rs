@@ -257,8 +257,10 @@ pub unsafe extern "C" fn hnapi_client_shutdown(c: *mut HnapiClient) {
 }
 
 /// Closes a client: its connection ends, answers not yet received are dropped. It
-/// returns once the client's threads have finished (within about a second), so nothing
-/// of it runs afterwards. `hnapi_client_close(NULL)` does nothing.
+/// returns once the client's threads have finished their work (within about a second)
+/// and no call of the log callback is running, however long the host's callback takes
+/// (called from inside the log callback, it cannot wait for that call), so the host may
+/// unload the library afterwards. `hnapi_client_close(NULL)` does nothing.
 ///
 /// # Safety
 /// `c` is NULL or a client from `hnapi_client_open*`, not used by any thread after this.
@@ -268,6 +270,9 @@ pub unsafe extern "C" fn hnapi_client_close(c: *mut HnapiClient) {
         if !c.is_null() {
             // SAFETY: a pointer from `Box::into_raw` in `open`, closed once per contract.
             drop(unsafe { Box::from_raw(c) });
+            // A library thread may still be inside the host's log callback: the host
+            // may unload the library once this returns, so wait for it.
+            super::log::wait_for_callbacks();
         }
     });
 }

@@ -165,7 +165,9 @@ pub unsafe extern "C" fn hnapi_server_shutdown(s: *mut HnapiServer) {
 
 /// Closes a server application: its connection to the gateway ends, and the gateway
 /// answers what it still waited for with an AR (`TXFR024E`). It returns once the server
-/// application's threads have finished (within about a second). `hnapi_server_close(NULL)`
+/// application's threads have finished their work (within about a second) and no call of
+/// the log callback is running, however long the host's callback takes (called from
+/// inside the log callback, it cannot wait for that call). `hnapi_server_close(NULL)`
 /// does nothing.
 ///
 /// # Safety
@@ -176,6 +178,9 @@ pub unsafe extern "C" fn hnapi_server_close(s: *mut HnapiServer) {
         if !s.is_null() {
             // SAFETY: a pointer from `Box::into_raw` in `hnapi_server_open`, closed once.
             drop(unsafe { Box::from_raw(s) });
+            // A library thread may still be inside the host's log callback: the host
+            // may unload the library once this returns, so wait for it.
+            super::log::wait_for_callbacks();
         }
     });
 }
