@@ -197,6 +197,7 @@ impl Daemon {
     }
 
     fn start_toml(system: &System, text: &str) -> Self {
+        captured::install();
         let config = ClientConfig::from_toml(text, &system.dir).unwrap();
         let relay = system.runtime.block_on(Relay::bind(config)).unwrap();
         let ready = relay.ready_line();
@@ -544,8 +545,9 @@ fn mllp_framing_errors_are_answered_then_closed() {
     daemon.stop(&system);
 }
 
-/// A CA, a server certificate for 127.0.0.1 and an engine's client certificate, as PEM
-/// files in `dir`; returns the CA for the engine's trust.
+/// A CA, a server certificate for 127.0.0.1 and engines' client certificates, as PEM
+/// files in `dir`: `engine` (DNS name engine.example), `lab1` (CN=lab-1) and `other`
+/// (CN=other-lab, DNS name other.example). Returns the CA for the engines' trust.
 fn mllp_certificates(dir: &Path) -> String {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
@@ -553,17 +555,23 @@ fn mllp_certificates(dir: &Path) -> String {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let leaf = |names: Vec<String>, stem: &str| {
+    let leaf = |names: Vec<String>, cn: Option<&str>, stem: &str| {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        if let Some(cn) = cn {
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        let cert = params.signed_by(&key, &issuer).unwrap();
         std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("{stem}-key.pem")), key.serialize_pem()).unwrap();
     };
-    leaf(vec!["127.0.0.1".into()], "mllp");
-    leaf(vec!["engine.example".into()], "engine");
+    leaf(vec!["127.0.0.1".into()], None, "mllp");
+    leaf(vec!["engine.example".into()], None, "engine");
+    leaf(Vec::new(), Some("lab-1"), "lab1");
+    leaf(vec!["other.example".into()], Some("other-lab"), "other");
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     ca.pem()
 }
@@ -694,6 +702,512 @@ fn other_hosts_only_when_listed() {
     );
     std::fs::write(&allow, "10.0.0.0/8\n").unwrap();
     assert!(from_2(daemon.hl7xfer).is_empty(), "removed again");
+    daemon.stop(&system);
+}
+
+/// The daemon's log, caught in process: every test's daemon logs here, so a test looks
+/// for lines with something of its own (its folder, its peer's port, its names).
+mod captured {
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Info && metadata.target().starts_with("hnapi")
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                let line = format!("{} {}", record.level(), record.args());
+                LINES.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    pub fn install() {
+        static ONCE: OnceLock<()> = OnceLock::new();
+        ONCE.get_or_init(|| {
+            log::set_logger(&Capture).unwrap();
+            log::set_max_level(log::LevelFilter::Info);
+        });
+    }
+
+    /// The lines so far that contain every one of `needles`.
+    pub fn lines(needles: &[&str]) -> Vec<String> {
+        LINES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|line| needles.iter().all(|n| line.contains(n)))
+            .cloned()
+            .collect()
+    }
+
+    /// The first line with every one of `needles`, waiting up to `within` for it.
+    pub fn wait_for(needles: &[&str], within: Duration) -> Option<String> {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(line) = lines(needles).into_iter().next() {
+                return Some(line);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A connection to `to` from the local address `from` (127.0.0.2 and the like stand for
+/// other hosts).
+async fn connect_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Sends `message` in an MLLP frame and reads the answer; `None` when the daemon
+/// closed the connection instead (or sent nothing within 10 s).
+async fn mllp_ask<S>(stream: &mut S, message: &[u8]) -> Option<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(&mllp_frame(message)).await.ok()?;
+    let mut all = Vec::new();
+    while !all.ends_with(&[0x1C, 0x0D]) {
+        let mut piece = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut piece)).await {
+            Ok(Ok(n)) if n > 0 => all.extend_from_slice(&piece[..n]),
+            _ => return None,
+        }
+    }
+    assert_eq!(all[0], 0x0B);
+    Some(all[1..all.len() - 2].to_vec())
+}
+
+/// True when the daemon closes `stream` within `within` (end of stream or reset),
+/// false when it stays open and silent; panics on bytes.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut piece = [0u8; 64];
+    match tokio::time::timeout(within, stream.read(&mut piece)).await {
+        Err(_) => false,
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(n)) => panic!("unexpected bytes: {:?}", &piece[..n]),
+    }
+}
+
+/// The HL7Xfer greeting on a fresh connection from `from`, or less (nothing when the
+/// connection is refused).
+async fn hl7xfer_greeting(from: &str, to: SocketAddr) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut s = connect_from(from, to).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < 20 {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    (s, got)
+}
+
+fn served(answer: Option<Vec<u8>>) -> bool {
+    answer.is_some_and(|a| get(&a, "MSA-1") == "AA")
+}
+
+#[test]
+fn deleting_the_allow_list_refuses_the_listed_host_and_closes_its_connections() {
+    let system = System::start("relay-allow-deleted");
+    let allow = system.dir.join("allow.txt");
+    std::fs::write(&allow, "127.0.0.2\n").unwrap();
+    let mut daemon = Daemon::start(&system, "", "allow_list = \"allow.txt\"");
+    let (hl7xfer, mllp) = (daemon.hl7xfer, daemon.mllp);
+    system.runtime.block_on(async {
+        let mut engine = connect_from("127.0.0.2", mllp).await;
+        assert!(
+            served(mllp_ask(&mut engine, &echo_request("")).await),
+            "listed"
+        );
+        let (mut legacy, greeting) = hl7xfer_greeting("127.0.0.2", hl7xfer).await;
+        assert!(greeting.starts_with(b"HS0000000008"), "{greeting:?}");
+        let engine_port = engine.local_addr().unwrap().port().to_string();
+
+        std::fs::remove_file(&allow).unwrap();
+        let started = Instant::now();
+        assert!(
+            closed_within(&mut engine, Duration::from_secs(3)).await,
+            "MLLP closed"
+        );
+        assert!(
+            closed_within(&mut legacy, Duration::from_secs(3)).await,
+            "HL7Xfer closed"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let (_, greeting) = hl7xfer_greeting("127.0.0.2", hl7xfer).await;
+        assert!(greeting.is_empty(), "refused now: {greeting:?}");
+        let mut again = connect_from("127.0.0.2", mllp).await;
+        assert!(mllp_ask(&mut again, &echo_request("")).await.is_none());
+        // Loopback still.
+        let mut local = connect_from("127.0.0.1", mllp).await;
+        assert!(served(mllp_ask(&mut local, &echo_request("")).await));
+        let peer = format!("127.0.0.2:{engine_port}");
+        assert!(
+            captured::wait_for(&[&peer, "no longer allowed"], Duration::from_secs(2)).is_some(),
+            "the closing is logged with the peer"
+        );
+    });
+    let error = captured::wait_for(
+        &["ERROR", &allow.display().to_string(), "cannot be read"],
+        Duration::from_secs(2),
+    );
+    assert!(error.is_some_and(|e| e.contains("only 127.0.0.1 and ::1")));
+    daemon.stop(&system);
+}
+
+#[test]
+fn a_new_allow_list_with_one_bad_line_means_loopback_only() {
+    let system = System::start("relay-allow-bad");
+    let allow = system.dir.join("allow.txt");
+    std::fs::write(&allow, "127.0.0.2\n127.0.0.3\n").unwrap();
+    let mut daemon = Daemon::start(&system, "", "allow_list = \"allow.txt\"");
+    let mllp = daemon.mllp;
+    system.runtime.block_on(async {
+        let mut open = connect_from("127.0.0.2", mllp).await;
+        assert!(served(mllp_ask(&mut open, &echo_request("")).await));
+        // Still names 127.0.0.2, but line 3 is wrong: the whole list is void.
+        std::fs::write(&allow, "# lab\n127.0.0.2\n127.0.0.3/40\n").unwrap();
+        assert!(closed_within(&mut open, Duration::from_secs(3)).await);
+        for from in ["127.0.0.2", "127.0.0.3"] {
+            let mut s = connect_from(from, mllp).await;
+            assert!(
+                mllp_ask(&mut s, &echo_request("")).await.is_none(),
+                "{from}"
+            );
+        }
+        let mut local = connect_from("127.0.0.1", mllp).await;
+        assert!(served(mllp_ask(&mut local, &echo_request("")).await));
+    });
+    let error = captured::wait_for(
+        &["ERROR", &allow.display().to_string(), "line 3"],
+        Duration::from_secs(2),
+    );
+    assert!(error.is_some(), "the bad line is logged with its number");
+    // Mended: listed again.
+    std::fs::write(&allow, "127.0.0.2\n").unwrap();
+    let (_, greeting) = system
+        .runtime
+        .block_on(hl7xfer_greeting("127.0.0.2", daemon.hl7xfer));
+    assert!(greeting.starts_with(b"HS0000000008"));
+    daemon.stop(&system);
+}
+
+#[test]
+fn a_bad_allow_list_at_start_means_loopback_only_and_is_logged() {
+    let system = System::start("relay-allow-start");
+    let allow = system.dir.join("allow.txt");
+    std::fs::write(&allow, "127.0.0.2\nlab-pc\n").unwrap();
+    let mut daemon = Daemon::start(&system, "", "allow_list = \"allow.txt\"");
+    let error = captured::lines(&["ERROR", &allow.display().to_string(), "line 2"]);
+    assert_eq!(error.len(), 1, "{error:?}");
+    let (_, greeting) = system
+        .runtime
+        .block_on(hl7xfer_greeting("127.0.0.2", daemon.hl7xfer));
+    assert!(greeting.is_empty(), "{greeting:?}");
+    assert_eq!(
+        get(&originate(daemon.hl7xfer, &echo_request("")), "MSA-1"),
+        "AA"
+    );
+    daemon.stop(&system);
+}
+
+#[test]
+fn a_removed_hosts_open_connections_are_closed_after_the_reload() {
+    let system = System::start("relay-allow-removed");
+    mllp_certificates(&system.dir);
+    let allow = system.dir.join("allow.txt");
+    std::fs::write(&allow, "127.0.0.2\n127.0.0.3\n").unwrap();
+    let mut plain = Daemon::start(&system, "", "allow_list = \"allow.txt\"");
+    let mut tls = Daemon::start(
+        &system,
+        "",
+        "allow_list = \"allow.txt\"\n[listen.mllp_tls]\ncertificate = \"mllp.pem\"\n\
+         private_key = \"mllp-key.pem\"\nclient_ca = \"ca.pem\"\nrequire_client_cert = true",
+    );
+    let connector = tls_engine(&system.dir, "engine");
+    let (plain_mllp, tls_mllp) = (plain.mllp, tls.mllp);
+    system.runtime.block_on(async {
+        let name = hnapi::transport::tls::server_name("127.0.0.1:0").unwrap();
+        let mut removed = connect_from("127.0.0.2", plain_mllp).await;
+        let mut kept = connect_from("127.0.0.3", plain_mllp).await;
+        let mut removed_tls = connector
+            .connect(name.clone(), connect_from("127.0.0.2", tls_mllp).await)
+            .await
+            .unwrap();
+        let mut kept_tls = connector
+            .connect(name, connect_from("127.0.0.3", tls_mllp).await)
+            .await
+            .unwrap();
+        for s in [&mut removed, &mut kept] {
+            assert!(served(mllp_ask(s, &echo_request("")).await));
+        }
+        for s in [&mut removed_tls, &mut kept_tls] {
+            assert!(served(mllp_ask(s, &echo_request("")).await));
+        }
+        let removed_peer = removed.local_addr().unwrap().to_string();
+        // No new connection arrives: the daemons notice the change by themselves.
+        std::fs::write(&allow, "127.0.0.3\n").unwrap();
+        let started = Instant::now();
+        assert!(closed_within(&mut removed, Duration::from_secs(3)).await);
+        assert!(closed_within(&mut removed_tls, Duration::from_secs(3)).await);
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            served(mllp_ask(&mut kept, &echo_request("")).await),
+            "still listed"
+        );
+        assert!(served(mllp_ask(&mut kept_tls, &echo_request("")).await));
+        assert!(
+            captured::wait_for(
+                &["WARN", &format!("mllp {removed_peer}"), "no longer allowed"],
+                Duration::from_secs(2)
+            )
+            .is_some()
+        );
+    });
+    plain.stop(&system);
+    tls.stop(&system);
+}
+
+#[test]
+fn an_allow_list_with_a_byte_order_mark_works() {
+    let system = System::start("relay-allow-bom");
+    let allow = system.dir.join("allow.txt");
+    // As Notepad saves it: a byte-order mark, Windows line ends.
+    std::fs::write(&allow, b"\xEF\xBB\xBF127.0.0.2\r\n# the lab\r\n").unwrap();
+    let mut daemon = Daemon::start(&system, "", "allow_list = \"allow.txt\"");
+    let (_, greeting) = system
+        .runtime
+        .block_on(hl7xfer_greeting("127.0.0.2", daemon.hl7xfer));
+    assert!(greeting.starts_with(b"HS0000000008"), "{greeting:?}");
+    let path = allow.display().to_string();
+    assert!(captured::lines(&["ERROR", &path]).is_empty());
+    assert_eq!(captured::lines(&[&path, "1 entries"]).len(), 1);
+    daemon.stop(&system);
+}
+
+#[test]
+fn allow_loopback_false_refuses_127_0_0_1_unless_listed() {
+    let system = System::start("relay-no-loopback");
+    let allow = system.dir.join("allow.txt");
+    std::fs::write(&allow, "127.0.0.2\n").unwrap();
+    let mut daemon = Daemon::start(
+        &system,
+        "",
+        "allow_list = \"allow.txt\"\nallow_loopback = false",
+    );
+    let (hl7xfer, mllp) = (daemon.hl7xfer, daemon.mllp);
+    system.runtime.block_on(async {
+        let (_, greeting) = hl7xfer_greeting("127.0.0.1", hl7xfer).await;
+        assert!(greeting.is_empty(), "{greeting:?}");
+        let mut s = connect_from("127.0.0.1", mllp).await;
+        assert!(mllp_ask(&mut s, &echo_request("")).await.is_none());
+        let mut other = connect_from("127.0.0.2", mllp).await;
+        assert!(served(mllp_ask(&mut other, &echo_request("")).await));
+        std::fs::write(&allow, "127.0.0.2\n127.0.0.1\n").unwrap();
+        let (_, greeting) = hl7xfer_greeting("127.0.0.1", hl7xfer).await;
+        assert!(
+            greeting.starts_with(b"HS0000000008"),
+            "listed: {greeting:?}"
+        );
+        let mut s = connect_from("127.0.0.1", mllp).await;
+        assert!(served(mllp_ask(&mut s, &echo_request("")).await));
+    });
+    assert!(!captured::lines(&["allow_loopback = false", "refused"]).is_empty());
+    daemon.stop(&system);
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle and greedy peers
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn five_silent_connections_from_one_address_do_not_lock_out_another() {
+    let system = System::start("relay-per-address");
+    std::fs::write(system.dir.join("allow.txt"), "127.0.0.2\n").unwrap();
+    let mut daemon = Daemon::start(
+        &system,
+        "",
+        "allow_list = \"allow.txt\"\nmax_connections = 5",
+    );
+    let mllp = daemon.mllp;
+    system.runtime.block_on(async {
+        let mut silent = Vec::new();
+        for _ in 0..5 {
+            silent.push(connect_from("127.0.0.1", mllp).await);
+        }
+        let mut open = Vec::new();
+        for mut s in silent {
+            if !closed_within(&mut s, Duration::from_millis(500)).await {
+                open.push(s);
+            }
+        }
+        assert_eq!(open.len(), 3, "half of max_connections, rounded up");
+        let mut other = connect_from("127.0.0.2", mllp).await;
+        assert!(
+            served(mllp_ask(&mut other, &echo_request("")).await),
+            "not locked out"
+        );
+        // A place given back is taken again.
+        drop(open.pop());
+        let mut served_again = false;
+        for _ in 0..20 {
+            let mut s = connect_from("127.0.0.1", mllp).await;
+            if served(mllp_ask(&mut s, &echo_request("")).await) {
+                served_again = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(served_again);
+    });
+    assert!(!captured::lines(&["refused", "max_connections_per_address"]).is_empty());
+    daemon.stop(&system);
+}
+
+#[test]
+fn an_idle_mllp_connection_is_closed_after_idle_timeout_secs() {
+    let system = System::start("relay-idle");
+    let mut daemon = Daemon::start(&system, "", "idle_timeout_secs = 2\nread_timeout_secs = 1");
+    let mllp = daemon.mllp;
+    system.runtime.block_on(async {
+        // Messages every second keep a connection open well past the idle timeout.
+        let mut busy = connect_from("127.0.0.1", mllp).await;
+        for _ in 0..4 {
+            assert!(served(mllp_ask(&mut busy, &echo_request("")).await));
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        // Silent after its answer: closed after about two seconds.
+        let mut idle = connect_from("127.0.0.1", mllp).await;
+        assert!(served(mllp_ask(&mut idle, &echo_request("")).await));
+        let answered = Instant::now();
+        assert!(
+            !closed_within(&mut idle, Duration::from_millis(1500)).await,
+            "not yet"
+        );
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(2)).await,
+            "closed"
+        );
+        let after = answered.elapsed();
+        assert!(
+            after >= Duration::from_secs(2) && after < Duration::from_millis(3500),
+            "{after:?}"
+        );
+        // Line ends between frames are not messages.
+        let mut chatty = connect_from("127.0.0.1", mllp).await;
+        let started = Instant::now();
+        loop {
+            use tokio::io::AsyncWriteExt;
+            if chatty.write_all(b"\r\n").await.is_err()
+                || started.elapsed() > Duration::from_secs(6)
+            {
+                break;
+            }
+            if closed_within(&mut chatty, Duration::from_millis(300)).await {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+    assert!(!captured::lines(&["no message for 2 s", "idle_timeout_secs"]).is_empty());
+    daemon.stop(&system);
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS MLLP: client certificate subjects
+// ---------------------------------------------------------------------------------------
+
+/// An engine's TLS connector with the client certificate `stem`.pem from
+/// [`mllp_certificates`].
+fn tls_engine(dir: &Path, stem: &str) -> tokio_rustls::TlsConnector {
+    use hnapi::transport::tls;
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(tls::certificates_from_pem(&read("ca.pem")).unwrap()[0].clone())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            tls::certificates_from_pem(&read(&format!("{stem}.pem"))).unwrap(),
+            tls::private_key_from_pem(&read(&format!("{stem}-key.pem"))).unwrap(),
+        )
+        .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[test]
+fn mllp_tls_client_subjects_must_be_listed() {
+    let system = System::start("relay-subjects");
+    mllp_certificates(&system.dir);
+    let mut daemon = Daemon::start(
+        &system,
+        "",
+        "[listen.mllp_tls]\ncertificate = \"mllp.pem\"\nprivate_key = \"mllp-key.pem\"\n\
+         client_ca = \"ca.pem\"\nrequire_client_cert = true\n\
+         allowed_subjects = [\"CN=lab-1\", \"dns:ENGINE.example\"]",
+    );
+    let addr = daemon.mllp;
+    let ask = |stem: &str| {
+        let connector = tls_engine(&system.dir, stem);
+        system.runtime.block_on(async {
+            let tcp = connect_from("127.0.0.1", addr).await;
+            let peer = tcp.local_addr().unwrap();
+            let name = hnapi::transport::tls::server_name("127.0.0.1:0").unwrap();
+            let answer = match connector.connect(name, tcp).await {
+                Ok(mut s) => mllp_ask(&mut s, &echo_request("NTE|||subjects\r")).await,
+                Err(_) => None,
+            };
+            (peer, answer)
+        })
+    };
+    let (peer, answer) = ask("lab1");
+    assert!(served(answer), "CN=lab-1 is listed");
+    let line = captured::wait_for(
+        &[&format!("mllp {peer}:"), "TLS established"],
+        Duration::from_secs(2),
+    );
+    assert!(line.is_some_and(|l| l.contains("client certificate CN=lab-1")));
+    let (_, answer) = ask("engine");
+    assert!(served(answer), "dns:engine.example, case aside");
+    let (peer, answer) = ask("other");
+    assert!(answer.is_none(), "CN=other-lab is not listed");
+    let line = captured::wait_for(&[&format!("mllp {peer}:")], Duration::from_secs(2)).unwrap();
+    assert!(
+        line.starts_with("WARN")
+            && line.contains("CN=other-lab, dns:other.example")
+            && line.contains("allowed_subjects"),
+        "{line}"
+    );
+    assert!(captured::lines(&[&format!("mllp {peer}:"), "TLS established"]).is_empty());
     daemon.stop(&system);
 }
 
@@ -896,6 +1410,12 @@ fn the_binary_refuses_a_bad_configuration_clearly() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nope.txt"), "{err}");
+    // A missing allow-list does not stop the daemon (it means loopback only, and is
+    // logged); the missing credential does, and the error names it.
+    assert!(
+        err.contains("nope.txt") && err.contains("cannot be read"),
+        "{err}"
+    );
+    assert!(err.contains("missing.toml"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -20,9 +20,12 @@
 //! hl7xfer = "127.0.0.1:19430"         # legacy HNClient applications (HL7Xfer)
 //! mllp = "127.0.0.1:2575"             # integration engines (MLLP)
 //! # allow_list = "allow.txt"          # other hosts allowed to connect: one IP or CIDR a line
+//! # allow_loopback = true             # 127.0.0.1 and ::1 connect without being listed
 //! # read_timeout_secs = 30            # a peer silent this long mid-message is answered and closed
+//! # idle_timeout_secs = 300           # an MLLP connection with no message this long is closed
 //! # max_message_bytes = 8388608       # larger messages are refused (XFER003E)
 //! # max_connections = 1000            # beyond this, new connections are closed at once
+//! # max_connections_per_address = 500 # one address's (IPv6: one /64's) share; default half
 //! # shutdown_grace_secs = 30          # on SIGINT/SIGTERM, running transactions get this long
 //!
 //! # TLS on the MLLP listener, for engines on other hosts (free engines lack it otherwise).
@@ -31,9 +34,10 @@
 //! # private_key = "mllp-key.pem"      # its private key (PEM)
 //! # client_ca = "engines-ca.pem"      # CA of the engines' client certificates
 //! # require_client_cert = false       # refuse engines without a certificate from client_ca
+//! # allowed_subjects = ["CN=lab-1", "dns:lab.example", "ip:10.1.2.3"]   # and not listed
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -89,12 +93,24 @@ pub struct ListenConfig {
     pub mllp_tls: Option<MllpTls>,
     /// The allow-list file: other hosts allowed to connect.
     pub allow_list: Option<PathBuf>,
+    /// 127.0.0.1 and ::1 connect without being on the allow-list (`allow_loopback`,
+    /// default true). False on a shared terminal server, where every local user could
+    /// otherwise send as the facility.
+    pub allow_loopback: bool,
     /// A peer silent this long in the middle of a message is answered and closed.
     pub read_timeout: Duration,
+    /// An MLLP connection that sends no message for this long is closed
+    /// (`idle_timeout_secs`, default 300). HL7Xfer connections carry one transaction and
+    /// are bounded by `read_timeout` and the transaction timeout instead.
+    pub idle_timeout: Duration,
     /// The largest message accepted.
     pub max_message_bytes: usize,
     /// Connections beyond this are closed at once.
     pub max_connections: usize,
+    /// Connections from one address (IPv4) or one /64 (IPv6) beyond this are closed at
+    /// once, so that one host cannot take every connection (default: half of
+    /// `max_connections`, rounded up).
+    pub max_connections_per_address: usize,
     /// On shutdown, how long running transactions may take to finish.
     pub shutdown_grace: Duration,
 }
@@ -108,9 +124,12 @@ impl Default for ListenConfig {
             mllp: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_MLLP_PORT))),
             mllp_tls: None,
             allow_list: None,
+            allow_loopback: true,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_message_bytes: DEFAULT_MAX_FRAME,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS.div_ceil(2),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -121,6 +140,7 @@ pub const DEFAULT_HL7XFER_PORT: u16 = crate::xfer::hl7xfer::DEFAULT_PORT;
 /// The MLLP listener's customary port.
 pub const DEFAULT_MLLP_PORT: u16 = 2575;
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -135,6 +155,62 @@ pub struct MllpTls {
     pub client_ca: Option<PathBuf>,
     /// Refuse engines without a client certificate from `client_ca`.
     pub require_client_cert: bool,
+    /// When set, an engine's certificate must also match one of these
+    /// (`allowed_subjects`); otherwise any certificate from `client_ca` is taken.
+    pub allowed_subjects: Option<Vec<SubjectPattern>>,
+}
+
+/// One entry of `[listen.mllp_tls] allowed_subjects`: what an engine's client
+/// certificate must show.
+///
+/// - `CN=lab-1`: a common name of the certificate's subject, exactly (case and all);
+/// - `dns:lab.example`: a DNS name among its subject alternative names, ASCII case
+///   ignored (no wildcards: `*.example` matches only a certificate naming `*.example`);
+/// - `ip:10.1.2.3`: an IP address among its subject alternative names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubjectPattern {
+    /// `CN=…`
+    CommonName(String),
+    /// `dns:…`
+    Dns(String),
+    /// `ip:…`
+    Ip(IpAddr),
+}
+
+impl SubjectPattern {
+    /// Parses `CN=name`, `dns:name` or `ip:address`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let nonempty = |rest: &str, what: &str| {
+            if rest.is_empty() {
+                Err(format!("{text:?} names no {what}"))
+            } else {
+                Ok(rest.to_owned())
+            }
+        };
+        if let Some(rest) = text.strip_prefix("CN=") {
+            Ok(Self::CommonName(nonempty(rest, "common name")?))
+        } else if let Some(rest) = text.strip_prefix("dns:") {
+            Ok(Self::Dns(nonempty(rest, "DNS name")?))
+        } else if let Some(rest) = text.strip_prefix("ip:") {
+            rest.parse()
+                .map(Self::Ip)
+                .map_err(|_| format!("{rest:?} is not an IP address"))
+        } else {
+            Err(format!(
+                "{text:?}: write CN=common-name, dns:dns-name or ip:address"
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for SubjectPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::CommonName(cn) => write!(f, "CN={cn}"),
+            Self::Dns(name) => write!(f, "dns:{name}"),
+            Self::Ip(ip) => write!(f, "ip:{ip}"),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -164,9 +240,12 @@ struct ListenFile {
     mllp: Option<String>,
     mllp_tls: Option<MllpTlsFile>,
     allow_list: Option<PathBuf>,
+    allow_loopback: Option<bool>,
     read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
     max_message_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
     shutdown_grace_secs: Option<u64>,
 }
 
@@ -178,6 +257,7 @@ struct MllpTlsFile {
     client_ca: Option<PathBuf>,
     #[serde(default)]
     require_client_cert: bool,
+    allowed_subjects: Option<Vec<String>>,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -342,31 +422,80 @@ fn listen_config(file: ListenFile, path: &Path) -> Result<ListenConfig, ConfigEr
                 "require_client_cert needs the CA of the engines' certificates",
             ));
         }
+        let allowed_subjects = match t.allowed_subjects {
+            None => None,
+            Some(list) => {
+                let key = "listen.mllp_tls.allowed_subjects";
+                if list.is_empty() {
+                    return Err(ConfigError::invalid(
+                        path,
+                        key,
+                        "name at least one subject, or leave allowed_subjects out",
+                    ));
+                }
+                if !t.require_client_cert {
+                    return Err(ConfigError::invalid(
+                        path,
+                        key,
+                        "needs require_client_cert = true (an engine without a certificate has no subject to match)",
+                    ));
+                }
+                let parsed = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, entry)| {
+                        SubjectPattern::parse(entry)
+                            .map_err(|e| ConfigError::invalid(path, format!("{key}[{i}]"), e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(parsed)
+            }
+        };
         Ok(MllpTls {
             certificate: resolve(path, &t.certificate),
             private_key: resolve(path, &t.private_key),
             client_ca: t.client_ca.map(|c| resolve(path, &c)),
             require_client_cert: t.require_client_cert,
+            allowed_subjects,
         })
     });
+    let max_connections = file
+        .max_connections
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+        .max(1);
+    let max_connections_per_address = match file.max_connections_per_address {
+        Some(0) => {
+            return Err(ConfigError::invalid(
+                path,
+                "listen.max_connections_per_address",
+                "must be at least 1",
+            ));
+        }
+        Some(n) => n.min(max_connections),
+        None => max_connections.div_ceil(2),
+    };
     Ok(ListenConfig {
         hl7xfer,
         mllp,
         mllp_tls: mllp_tls.transpose()?,
         allow_list: file.allow_list.map(|a| resolve(path, &a)),
+        allow_loopback: file.allow_loopback.unwrap_or(true),
         read_timeout: secs(
             "read_timeout_secs",
             file.read_timeout_secs,
             DEFAULT_READ_TIMEOUT.as_secs(),
         )?,
+        idle_timeout: secs(
+            "idle_timeout_secs",
+            file.idle_timeout_secs,
+            DEFAULT_IDLE_TIMEOUT.as_secs(),
+        )?,
         max_message_bytes: file
             .max_message_bytes
             .unwrap_or(DEFAULT_MAX_FRAME)
             .max(1024),
-        max_connections: file
-            .max_connections
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS)
-            .max(1),
+        max_connections,
+        max_connections_per_address,
         shutdown_grace: file
             .shutdown_grace_secs
             .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
@@ -446,6 +575,77 @@ mod tests {
         assert_eq!(d.mllp, Some("127.0.0.1:2575".parse().unwrap()));
         assert!(d.allow_list.is_none() && d.mllp_tls.is_none());
         assert_eq!(d.read_timeout, Duration::from_secs(30));
+        assert!(d.allow_loopback);
+        assert_eq!(d.idle_timeout, Duration::from_secs(300));
+        assert_eq!(d.max_connections_per_address, 500);
+    }
+
+    #[test]
+    fn listen_limits_loopback_and_client_subjects() {
+        let head = "facility = \"F\"\ncredential = \"c\"\ngateways = [\"h:1\"]\n[listen]\nmllp = \"0.0.0.0:2575\"\n";
+        let listen = |text: &str| {
+            ClientConfig::from_toml(&format!("{head}{text}"), Path::new("/etc/hn"))
+                .map(|c| c.listen.unwrap())
+        };
+        let l = listen("max_connections = 5\n").unwrap();
+        assert_eq!(l.max_connections_per_address, 3, "half, rounded up");
+        assert!(l.allow_loopback);
+        let l =
+            listen("max_connections = 1\nallow_loopback = false\nidle_timeout_secs = 7\n").unwrap();
+        assert_eq!(l.max_connections_per_address, 1);
+        assert!(!l.allow_loopback);
+        assert_eq!(l.idle_timeout, Duration::from_secs(7));
+        let l = listen("max_connections = 10\nmax_connections_per_address = 99\n").unwrap();
+        assert_eq!(
+            l.max_connections_per_address, 10,
+            "never above max_connections"
+        );
+        let tls = "[listen.mllp_tls]\ncertificate = \"m.pem\"\nprivate_key = \"k.pem\"\nclient_ca = \"ca.pem\"\n";
+        let l = listen(&format!(
+            "{tls}require_client_cert = true\nallowed_subjects = [\"CN=lab-1\", \"dns:lab.example\", \"ip:10.1.2.3\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            l.mllp_tls.unwrap().allowed_subjects.unwrap(),
+            [
+                SubjectPattern::CommonName("lab-1".into()),
+                SubjectPattern::Dns("lab.example".into()),
+                SubjectPattern::Ip("10.1.2.3".parse().unwrap()),
+            ]
+        );
+        let cases = [
+            (
+                "max_connections_per_address = 0\n".to_owned(),
+                "listen.max_connections_per_address",
+            ),
+            (
+                "idle_timeout_secs = 0\n".to_owned(),
+                "listen.idle_timeout_secs",
+            ),
+            ("allow_loopback = \"no\"\n".to_owned(), "allow_loopback"),
+            (
+                format!(
+                    "{tls}require_client_cert = true\nallowed_subjects = [\"CN=a\", \"lab-1\"]\n"
+                ),
+                "listen.mllp_tls.allowed_subjects[1]",
+            ),
+            (
+                format!("{tls}require_client_cert = true\nallowed_subjects = [\"ip:lab\"]\n"),
+                "listen.mllp_tls.allowed_subjects[0]",
+            ),
+            (
+                format!("{tls}require_client_cert = true\nallowed_subjects = []\n"),
+                "listen.mllp_tls.allowed_subjects",
+            ),
+            (
+                format!("{tls}allowed_subjects = [\"CN=lab-1\"]\n"),
+                "require_client_cert",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = listen(&text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
     }
 
     #[test]

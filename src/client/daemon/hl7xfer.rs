@@ -1,20 +1,31 @@
 //! The HL7Xfer listener: one transaction per connection, for applications written for
 //! HNCLIENT.EXE (DESIGN 3.3). The protocol's steps are the explicit states of
 //! [`crate::xfer::hl7xfer::Listener`]; this file moves bytes between them and the socket.
+//!
+//! A connection carries one transaction, so it needs no idle timeout: the request must
+//! arrive whole within the transaction's time, each read within the read timeout.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-use super::{State, log_transaction};
+use super::{State, log_transaction, revoked};
 use crate::hl7::now_pacific;
 use crate::xfer::hl7xfer::{CHALLENGE_LEN, Listener, Rejected, greeting};
 
 /// Serves one HL7Xfer connection: greeting, handshake, station id, message; then the
-/// answer, or an AR from `HNCLIENT` when the exchange fails; then close.
-pub(super) async fn serve(state: &State, mut tcp: TcpStream, peer: SocketAddr) {
+/// answer, or an AR from `HNCLIENT` when the exchange fails; then close. A peer that a
+/// reload of the allow-list removes while its request arrives is closed without one
+/// (a transaction already under way is finished).
+pub(super) async fn serve(
+    state: &State,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    mut changes: watch::Receiver<u64>,
+) {
     let started = Instant::now();
     let mut challenge = [0u8; CHALLENGE_LEN];
     if let Err(e) = getrandom::fill(&mut challenge) {
@@ -33,7 +44,10 @@ pub(super) async fn serve(state: &State, mut tcp: TcpStream, peer: SocketAddr) {
     let mut buf = vec![0u8; 16 * 1024];
     let received = loop {
         let by = whole_by.min(Instant::now() + listen.read_timeout);
-        let read = tokio::time::timeout_at(by.into(), tcp.read(&mut buf)).await;
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(by.into(), tcp.read(&mut buf)) => read,
+            () = revoked(state, "hl7xfer", peer, &mut changes) => return,
+        };
         let n = match read {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {

@@ -4,7 +4,7 @@
 //! The bytes of a message are never decoded: whatever MSH-18 names (UTF-8, ISO-8859-1,
 //! …) reaches the receiver unchanged, and its answer comes back unchanged.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{State, log_transaction};
+use crate::client::config::SubjectPattern;
 use crate::hl7::{self, NetworkCode, NetworkComponent};
 use crate::xfer::mllp::{self, MllpError, MllpReadError, MllpReader};
 
@@ -22,22 +23,149 @@ pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     stopping: watch::Receiver<bool>,
+    changes: watch::Receiver<u64>,
 ) {
     let Some(acceptor) = &state.tls else {
-        return exchange(state, tcp, peer, stopping).await;
+        return exchange(state, tcp, peer, stopping, changes).await;
     };
     match tokio::time::timeout(state.listen.read_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => {
-            let who = tls
+        Ok(Ok(mut tls)) => {
+            let subject = tls
                 .get_ref()
                 .1
                 .peer_certificates()
-                .map_or("no client certificate", |_| "client certificate verified");
-            log::info!("mllp {peer}: TLS established ({who})");
-            exchange(state, tls, peer, stopping).await;
+                .and_then(<[_]>::first)
+                .map(|leaf| Subject::read(leaf));
+            let allowed = state
+                .listen
+                .mllp_tls
+                .as_ref()
+                .and_then(|t| t.allowed_subjects.as_deref());
+            match (subject, allowed) {
+                (None, None) => log::info!("mllp {peer}: TLS established (no client certificate)"),
+                (Some(subject), None) => {
+                    log::info!("mllp {peer}: TLS established (client certificate {subject})");
+                }
+                (Some(subject), Some(allowed)) if subject.matches_any(allowed) => {
+                    log::info!(
+                        "mllp {peer}: TLS established (client certificate {subject}, in allowed_subjects)"
+                    );
+                }
+                (subject, Some(_)) => {
+                    let shown = subject.map_or_else(|| "none".to_owned(), |s| s.to_string());
+                    log::warn!(
+                        "mllp {peer}: client certificate {shown} matches no entry of listen.mllp_tls.allowed_subjects; closed"
+                    );
+                    let _ = tokio::time::timeout(state.listen.read_timeout, tls.shutdown()).await;
+                    return;
+                }
+            }
+            exchange(state, tls, peer, stopping, changes).await;
         }
         Ok(Err(e)) => log::warn!("mllp {peer}: TLS handshake failed: {e}"),
         Err(_) => log::warn!("mllp {peer}: TLS handshake timed out"),
+    }
+}
+
+/// What an engine's client certificate names, for `allowed_subjects` and the log:
+/// its subject's common names, and its subject alternative names (DNS, IP).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Subject {
+    common_names: Vec<String>,
+    dns: Vec<String>,
+    ips: Vec<IpAddr>,
+    /// The certificate could not be parsed (rustls verified it, so this is unexpected):
+    /// it matches nothing.
+    unreadable: bool,
+}
+
+impl Subject {
+    /// Reads the names of the DER certificate `der`.
+    fn read(der: &[u8]) -> Self {
+        use x509_parser::extensions::GeneralName;
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            return Self {
+                unreadable: true,
+                ..Self::default()
+            };
+        };
+        let mut subject = Self {
+            common_names: cert
+                .subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+                .collect(),
+            ..Self::default()
+        };
+        match cert.subject_alternative_name() {
+            Ok(Some(san)) => {
+                for name in &san.value.general_names {
+                    match name {
+                        GeneralName::DNSName(dns) => subject.dns.push((*dns).to_owned()),
+                        GeneralName::IPAddress(bytes) => match bytes.len() {
+                            4 => subject.ips.push(IpAddr::from(
+                                <[u8; 4]>::try_from(*bytes).unwrap_or_default(),
+                            )),
+                            16 => subject.ips.push(IpAddr::from(
+                                <[u8; 16]>::try_from(*bytes).unwrap_or_default(),
+                            )),
+                            _ => {}
+                        },
+                        _ => {}
+                    }
+                }
+            }
+            Ok(None) => {}
+            // Two SAN extensions, or a broken one: trust none of its names.
+            Err(_) => subject.unreadable = true,
+        }
+        subject
+    }
+
+    /// True when one of `patterns` names this subject.
+    fn matches_any(&self, patterns: &[SubjectPattern]) -> bool {
+        !self.unreadable
+            && patterns.iter().any(|p| match p {
+                SubjectPattern::CommonName(cn) => self.common_names.iter().any(|c| c == cn),
+                SubjectPattern::Dns(name) => self.dns.iter().any(|d| d.eq_ignore_ascii_case(name)),
+                SubjectPattern::Ip(ip) => self
+                    .ips
+                    .iter()
+                    .any(|i| super::allow::canonical(*i) == super::allow::canonical(*ip)),
+            })
+    }
+}
+
+impl std::fmt::Display for Subject {
+    /// `CN=lab-1, dns:lab.example, ip:10.1.2.3`, each name escaped and cut to 64
+    /// characters (the names come from the peer).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unreadable {
+            return f.write_str("(unreadable)");
+        }
+        let shown = |text: &str| {
+            let mut out: String = text
+                .chars()
+                .take(64)
+                .flat_map(char::escape_default)
+                .collect();
+            if text.chars().count() > 64 {
+                out.push('…');
+            }
+            out
+        };
+        let names: Vec<String> = self
+            .common_names
+            .iter()
+            .map(|cn| format!("CN={}", shown(cn)))
+            .chain(self.dns.iter().map(|d| format!("dns:{}", shown(d))))
+            .chain(self.ips.iter().map(|ip| format!("ip:{ip}")))
+            .collect();
+        if names.is_empty() {
+            f.write_str("(no names)")
+        } else {
+            f.write_str(&names.join(", "))
+        }
     }
 }
 
@@ -48,6 +176,10 @@ enum Next {
     Closed,
     /// The daemon is shutting down and the engine is between messages.
     Stopping,
+    /// No message began within the idle timeout.
+    Idle,
+    /// A reload of the allow-list no longer allows the engine's host (logged).
+    Revoked,
     /// The engine stopped sending in the middle of a message.
     Stalled,
     /// The engine sent a message so slowly that it did not arrive within the
@@ -59,9 +191,14 @@ enum Next {
 async fn next<R: AsyncRead + Unpin>(
     state: &State,
     reader: &mut MllpReader<R>,
+    peer: SocketAddr,
     stopping: &mut watch::Receiver<bool>,
+    changes: &mut watch::Receiver<u64>,
 ) -> Next {
     let mut seen = reader.bytes_read();
+    // Idle: no message since the last answer (or the connection's start). Bytes between
+    // frames do not count: a peer cannot hold its place by sending line ends.
+    let idle_by = Instant::now() + state.listen.idle_timeout;
     // Shutdown closes an engine's connection between messages, not in the middle of one.
     let mut watch_stop = true;
     // A message, once begun, must arrive whole within the transaction's time, as an
@@ -73,7 +210,7 @@ async fn next<R: AsyncRead + Unpin>(
         let waiting_since = Instant::now();
         let by = match began {
             Some(began) => (began + state.timeout).min(waiting_since + state.listen.read_timeout),
-            None => waiting_since + state.listen.read_timeout,
+            None => (waiting_since + state.listen.read_timeout).min(idle_by),
         };
         tokio::select! {
             read = tokio::time::timeout_at(by.into(), reader.next()) => match read {
@@ -91,6 +228,8 @@ async fn next<R: AsyncRead + Unpin>(
                         if began.get_or_insert(waiting_since).elapsed() >= state.timeout {
                             return Next::TooSlow;
                         }
+                    } else if Instant::now() >= idle_by {
+                        return Next::Idle;
                     }
                     seen = progress;
                 }
@@ -101,6 +240,8 @@ async fn next<R: AsyncRead + Unpin>(
                 }
                 watch_stop = false;
             }
+            // In the middle of a message too: a removed host sends nothing more.
+            () = super::revoked(state, "mllp", peer, changes) => return Next::Revoked,
         }
     }
 }
@@ -110,17 +251,30 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
     mut stopping: watch::Receiver<bool>,
+    mut changes: watch::Receiver<u64>,
 ) {
     let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = MllpReader::new(reader, state.listen.max_message_bytes);
     let mut out = Vec::new();
     loop {
-        let message = match next(state, &mut reader, &mut stopping).await {
+        let message = match next(state, &mut reader, peer, &mut stopping, &mut changes).await {
             Next::Message(m) => m,
             Next::Closed => return,
             Next::Stopping => {
                 log::debug!("mllp {peer}: closed for shutdown");
                 let _ = writer.shutdown().await;
+                return;
+            }
+            Next::Idle => {
+                log::info!(
+                    "mllp {peer}: no message for {} s (idle_timeout_secs); closed",
+                    state.listen.idle_timeout.as_secs()
+                );
+                let _ = tokio::time::timeout(state.listen.read_timeout, writer.shutdown()).await;
+                return;
+            }
+            Next::Revoked => {
+                let _ = tokio::time::timeout(state.listen.read_timeout, writer.shutdown()).await;
                 return;
             }
             Next::Stalled => {
@@ -228,5 +382,53 @@ async fn refuse<R, W>(
             while matches!(reader.get_mut().read(&mut sink).await, Ok(n) if n > 0) {}
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(cn: Option<&str>, sans: &[&str]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn patterns(list: &[&str]) -> Vec<SubjectPattern> {
+        list.iter()
+            .map(|p| SubjectPattern::parse(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn client_subjects_match_by_common_name_dns_name_or_ip() {
+        let lab = Subject::read(&certificate(Some("lab-1"), &["Lab.Example", "10.1.2.3"]));
+        assert_eq!(lab.to_string(), "CN=lab-1, dns:Lab.Example, ip:10.1.2.3");
+        assert!(lab.matches_any(&patterns(&["CN=lab-1"])));
+        assert!(!lab.matches_any(&patterns(&["CN=LAB-1", "CN=lab-10", "CN=lab"])));
+        assert!(
+            lab.matches_any(&patterns(&["dns:lab.example"])),
+            "DNS ignores case"
+        );
+        assert!(!lab.matches_any(&patterns(&["dns:example", "dns:lab-1"])));
+        assert!(lab.matches_any(&patterns(&["ip:10.1.2.3"])));
+        assert!(lab.matches_any(&patterns(&["ip:::ffff:10.1.2.3"])));
+        assert!(!lab.matches_any(&patterns(&["ip:10.1.2.4", "CN=Lab.Example"])));
+        let bare = Subject::read(&certificate(None, &[]));
+        assert_eq!(bare.to_string(), "(no names)");
+        assert!(!bare.matches_any(&patterns(&["CN=lab-1", "dns:lab.example"])));
+        let odd = Subject::read(&certificate(Some("a\nb"), &[]));
+        assert_eq!(odd.to_string(), "CN=a\\nb", "control characters escaped");
+        let junk = Subject::read(b"not a certificate");
+        assert!(junk.unreadable && !junk.matches_any(&patterns(&["CN=lab-1"])));
     }
 }

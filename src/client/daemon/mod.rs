@@ -13,7 +13,14 @@
 //! `HNCLIENT` that says what went wrong (`TXFR024E` for a timeout or an unreachable
 //! gateway, the `VLDT`/`HNPS` codes for input that is not HL7, `XFER…` for broken
 //! framing). Only a peer that vanished goes unanswered. Hosts other than 127.0.0.1 and
-//! ::1 connect only when the allow-list names them ([`allow`]).
+//! ::1 (and those too with `allow_loopback = false`) connect only when the allow-list
+//! names them ([`allow`]); a connection whose peer a reload of the list removes is
+//! closed within about a second.
+//!
+//! Connections are bounded: `max_connections` in all, `max_connections_per_address`
+//! from one address (IPv6: one /64), an MLLP connection with no message for
+//! `idle_timeout_secs` is closed, and with `[listen.mllp_tls] allowed_subjects` an
+//! engine's client certificate must name a listed subject.
 //!
 //! One log line per transaction: peer, control id, message type, outcome, latency.
 //! Never a message body.
@@ -23,9 +30,10 @@ pub mod allow;
 mod hl7xfer;
 mod mllp;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -44,8 +52,8 @@ use allow::AllowList;
 pub enum RelayError {
     /// The client core could not be made (credential, configuration).
     Client(ClientError),
-    /// The allow-list file cannot be read, or has a bad line.
-    AllowList(String),
+    // `AllowList(String)` is retired: a missing or bad allow-list no longer stops the
+    // daemon; it is logged and means loopback only (see `allow`).
     /// The MLLP listener's TLS material cannot be used.
     Tls(String),
     /// A listener could not bind its address.
@@ -63,7 +71,6 @@ impl std::fmt::Display for RelayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Client(e) => write!(f, "{e}"),
-            Self::AllowList(e) => write!(f, "allow-list: {e}"),
             Self::Tls(e) => write!(f, "listen.mllp_tls: {e}"),
             Self::Bind {
                 listener,
@@ -95,6 +102,92 @@ struct State {
     /// rather than timing out itself.
     timeout: Duration,
     connections: AtomicUsize,
+    /// Open connections by source (IPv4 address, IPv6 /64), for
+    /// `max_connections_per_address`.
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// How often the allow-list file is read again without a new connection: the bound on
+/// how long a removed host's open connection lasts.
+const ALLOW_LIST_RECHECK: Duration = Duration::from_secs(1);
+
+/// One open connection's place in the counts; given back when dropped, however the
+/// connection's task ends.
+struct Slot {
+    state: Arc<State>,
+    source: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.state.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut per_source = self
+            .state
+            .per_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl State {
+    /// Takes a place for a connection from `peer`, or says which limit is reached.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, String> {
+        let source = crate::gard::peer_block(peer);
+        let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let count = self.connections.load(Ordering::Relaxed);
+        if count >= self.listen.max_connections {
+            return Err(format!(
+                "{count} connections already open (max_connections)"
+            ));
+        }
+        let from_source = per_source.get(&source).copied().unwrap_or(0);
+        if from_source >= self.listen.max_connections_per_address {
+            return Err(format!(
+                "{from_source} connections already open from {source} (max_connections_per_address)"
+            ));
+        }
+        *per_source.entry(source).or_insert(0) += 1;
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            state: self.clone(),
+            source,
+        })
+    }
+
+    /// False, with the closing logged, when a reload of the allow-list no longer
+    /// allows `peer` of a `kind` connection.
+    fn still_allowed(&self, kind: &str, peer: SocketAddr) -> bool {
+        if self.allow.allows(peer.ip()) {
+            return true;
+        }
+        log::warn!(
+            "{kind} {peer}: closed: no longer allowed by the allow-list{}",
+            self.allow
+                .path()
+                .map(|p| format!(" ({})", p.display()))
+                .unwrap_or_default()
+        );
+        false
+    }
+}
+
+/// Completes when the allow-list in force has changed and no longer allows `peer`
+/// (logged); never when there is no list to change.
+async fn revoked(state: &State, kind: &str, peer: SocketAddr, changes: &mut watch::Receiver<u64>) {
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !state.still_allowed(kind, peer) {
+            return;
+        }
+    }
 }
 
 impl State {
@@ -150,7 +243,7 @@ impl Relay {
     /// on loopback at 19430 and 2575, when there is no `[listen]`).
     pub async fn bind(config: ClientConfig) -> Result<Self, RelayError> {
         let listen = config.listen.clone().unwrap_or_default();
-        let allow = AllowList::open(listen.allow_list.as_deref()).map_err(RelayError::AllowList)?;
+        let allow = AllowList::open(listen.allow_list.as_deref(), listen.allow_loopback);
         let tls = mllp_tls(&listen)?;
         let timeout = config
             .timeout
@@ -170,6 +263,7 @@ impl Relay {
                 tls,
                 timeout,
                 connections: AtomicUsize::new(0),
+                per_source: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -208,10 +302,17 @@ impl Relay {
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         let mut accept_errors = 0u32;
+        let mut recheck = tokio::time::interval(ALLOW_LIST_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (accepted, kind) = tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                _ = recheck.tick(), if state.allow.path().is_some() => {
+                    // Open connections see the change and recheck their peers.
+                    state.allow.refresh();
+                    continue;
+                }
                 a = accept(hl7xfer.as_ref()) => (a, Kind::Hl7Xfer),
                 a = accept(mllp.as_ref()) => (a, Kind::Mllp),
             };
@@ -228,9 +329,17 @@ impl Relay {
                     continue;
                 }
             };
+            // Subscribed before the check, so that no change between the two is missed.
+            let changes = state.allow.subscribe();
+            state.allow.refresh();
             if !state.allow.allows(peer.ip()) {
                 log::warn!(
-                    "{kind} connection from {peer} refused: not 127.0.0.1 or ::1, and not on the allow-list{}",
+                    "{kind} connection from {peer} refused: {}not on the allow-list{}",
+                    if state.allow.allows_loopback() {
+                        "not 127.0.0.1 or ::1, and "
+                    } else {
+                        "allow_loopback = false, and "
+                    },
                     state
                         .allow
                         .path()
@@ -239,23 +348,22 @@ impl Relay {
                 );
                 continue;
             }
-            let count = state.connections.load(Ordering::Relaxed);
-            if count >= state.listen.max_connections {
-                log::warn!(
-                    "{kind} connection from {peer} refused: {count} connections already open (max_connections)"
-                );
-                continue;
-            }
-            state.connections.fetch_add(1, Ordering::Relaxed);
+            let slot = match state.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    log::warn!("{kind} connection from {peer} refused: {why}");
+                    continue;
+                }
+            };
             let state = state.clone();
             let stopping = stopping.clone();
             connections.spawn(async move {
+                let _slot = slot;
                 let _ = tcp.set_nodelay(true);
                 match kind {
-                    Kind::Hl7Xfer => hl7xfer::serve(&state, tcp, peer).await,
-                    Kind::Mllp => mllp::serve(&state, tcp, peer, stopping).await,
+                    Kind::Hl7Xfer => hl7xfer::serve(&state, tcp, peer, changes).await,
+                    Kind::Mllp => mllp::serve(&state, tcp, peer, stopping, changes).await,
                 }
-                state.connections.fetch_sub(1, Ordering::Relaxed);
             });
         }
         drop(hl7xfer);
