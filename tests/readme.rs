@@ -124,10 +124,14 @@ fn security_md_names_tests_that_exist() {
     let security = include_str!("../SECURITY.md");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = String::new();
-    for dir in ["tests", "src/gard", "src/gate", "src/client", "src/xfer"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+    // Every Rust file under these folders, subfolders included.
+    let mut folders: Vec<_> = ["tests", "src"].iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = folders.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "rs") {
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
                 sources.push_str(&std::fs::read_to_string(&path).unwrap());
             }
         }
