@@ -122,8 +122,8 @@ fn renew(args: &RenewArgs) -> Result<(), Failure> {
             args.config.display()
         )));
     };
-    let current =
-        hnapi::client::Credential::read(&path).map_err(|e| Failure::Input(Some(e.to_string())))?;
+    let current = hnapi::client::Credential::read_with(&path, config.credential_readable_by_others)
+        .map_err(|e| Failure::Input(Some(e.to_string())))?;
     let runtime =
         crate::daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
     let renewed = runtime
