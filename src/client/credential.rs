@@ -389,6 +389,16 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_private_via(path, bytes, &mut random_temporary_name)
 }
 
+/// Checks that [`write_private`] would write into the folder of `path`: it exists and
+/// other users cannot write into it (unless it is sticky). For checking before work that
+/// cannot be repeated — a registration code is used once.
+pub fn check_destination(path: &Path) -> std::io::Result<()> {
+    check_folder(path, FolderUse::Write).map_err(|e| match e {
+        ConfigError::Read { error, .. } => error,
+        other => std::io::Error::new(std::io::ErrorKind::PermissionDenied, other),
+    })
+}
+
 fn random_temporary_name(target: &str) -> std::io::Result<String> {
     let mut random = [0u8; 12];
     getrandom::fill(&mut random).map_err(std::io::Error::other)?;
@@ -418,10 +428,7 @@ fn write_private_via(
                 format!("{} names no file", path.display()),
             )
         })?;
-    check_folder(path, FolderUse::Write).map_err(|e| match e {
-        ConfigError::Read { error, .. } => error,
-        other => std::io::Error::new(std::io::ErrorKind::PermissionDenied, other),
-    })?;
+    check_destination(path)?;
     let mut made = None;
     for _ in 0..TEMPORARY_ATTEMPTS {
         let temporary = dir.join(temporary_name(&target)?);

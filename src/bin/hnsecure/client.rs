@@ -124,6 +124,9 @@ fn renew(args: &RenewArgs) -> Result<(), Failure> {
     };
     let current = hnapi::client::Credential::read_with(&path, config.credential_readable_by_others)
         .map_err(|e| Failure::Input(Some(e.to_string())))?;
+    // Before renewing: once HNGard issues the new certificate, the old one is superseded.
+    hnapi::client::credential::check_destination(&path)
+        .map_err(|e| Failure::Input(Some(format!("cannot write {}: {e}", path.display()))))?;
     let runtime =
         crate::daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
     let renewed = runtime
@@ -213,6 +216,9 @@ fn register(args: RegisterArgs) -> Result<(), Failure> {
             args.out.display()
         )));
     }
+    // Before the code is used (it works once): the credential could not be written there.
+    hnapi::client::credential::check_destination(&args.out)
+        .map_err(|e| Failure::Input(Some(format!("cannot write {}: {e}", args.out.display()))))?;
     let ca = std::fs::read_to_string(&args.ca)
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.ca.display())))?;
     let runtime =
