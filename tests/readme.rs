@@ -124,7 +124,14 @@ fn security_md_names_tests_that_exist() {
     let security = include_str!("../SECURITY.md");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = String::new();
-    for dir in ["tests", "src/gard", "src/gate", "src/client", "src/xfer"] {
+    for dir in [
+        "tests",
+        "src/gard",
+        "src/gate",
+        "src/client",
+        "src/xfer",
+        "src/transport",
+    ] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "rs") {

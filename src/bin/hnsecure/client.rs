@@ -187,7 +187,9 @@ fn read_code(args: &RegisterArgs) -> Result<zeroize::Zeroizing<String>, Failure>
             ));
         }
     };
-    let mut text = zeroize::Zeroizing::new(String::new());
+    // Room for any code and its line end up front: the buffer never grows, so no copy of
+    // the code is left behind by a reallocation (a longer input may still grow it).
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(1024));
     if from_file == stdin {
         std::io::stdin().read_to_string(&mut text).map_err(|e| {
             Failure::Usage(format!("cannot read the code from standard input: {e}"))
