@@ -37,6 +37,18 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: String,
     },
+    /// A file holding secrets, or the folder it is in, is open to other users: the mode
+    /// is shown, never the contents.
+    Permissions {
+        /// The file or folder.
+        path: PathBuf,
+        /// Its permission bits (`st_mode & 0o7777`).
+        mode: u32,
+        /// What is wrong, e.g. "is writable by other users".
+        problem: &'static str,
+        /// What to do about it.
+        fix: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -47,6 +59,12 @@ impl fmt::Display for ConfigError {
                 write!(f, "{}: {}", path.display(), message.trim_end())
             }
             Self::Invalid { path, key, why } => write!(f, "{}: {key}: {why}", path.display()),
+            Self::Permissions {
+                path,
+                mode,
+                problem,
+                fix,
+            } => write!(f, "{} {problem} (mode {mode:03o}): {fix}", path.display()),
         }
     }
 }

@@ -327,6 +327,56 @@ fn last_error() -> String {
     String::from_utf8_lossy(&buf[..n.min(buf.len() - 1)]).into_owned()
 }
 
+#[cfg(unix)]
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_credential_other_users_can_change_or_read_is_a_config_error_at_open() {
+    let system = System::start("fficredmode");
+    let path = c_path(&system.client_config());
+    let credential = system.credential().display().to_string();
+    for (mode, problem) in [
+        (0o666, "is writable by other users (mode 666): chmod 600 it"),
+        (0o644, "is readable by other users (mode 644)"),
+    ] {
+        set_mode(&system.credential(), mode);
+        let mut client = ptr::null_mut();
+        // SAFETY: valid C string and out-pointer.
+        let rc = unsafe { hnapi_client_open(path.as_ptr(), &mut client) };
+        assert_eq!(code(rc), HNET_RTRN_CONFIGERROR);
+        assert!(client.is_null(), "no handle on failure");
+        let error = last_error();
+        assert!(
+            error.contains(&format!("{credential} {problem}")),
+            "{mode:o}: {error}"
+        );
+    }
+    // A folder other users can write: refused too, naming the folder.
+    set_mode(&system.credential(), 0o600);
+    set_mode(&system.dir, 0o777);
+    let mut client = ptr::null_mut();
+    // SAFETY: valid C string and out-pointer.
+    let rc = unsafe { hnapi_client_open(path.as_ptr(), &mut client) };
+    set_mode(&system.dir, 0o700);
+    assert_eq!(code(rc), HNET_RTRN_CONFIGERROR);
+    let error = last_error();
+    assert!(
+        error.contains(&format!(
+            "{} is a folder other users can write to (mode 777)",
+            system.dir.display()
+        )),
+        "{error}"
+    );
+    // Put right, it opens.
+    let client = open_client(&system);
+    // SAFETY: a handle from open, closed once.
+    unsafe { hnapi_client_close(client) };
+}
+
 #[test]
 fn a_bad_credential_file_never_shows_its_secrets() {
     let system = System::start("ffisecret");
@@ -339,6 +389,8 @@ fn a_bad_credential_file_never_shows_its_secrets() {
     );
     let path = system.dir.join("broken-credential.toml");
     std::fs::write(&path, broken).unwrap();
+    #[cfg(unix)]
+    set_mode(&path, 0o600);
     let toml = CString::new(format!(
         "facility = \"BC00000098\"\ncredential = \"{}\"\ngateways = [\"{}\"]\n",
         path.display(),

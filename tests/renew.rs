@@ -192,6 +192,106 @@ fn a_facility_renews_online_and_running_clients_pick_it_up() {
     assert!(err.contains("renewal failed"), "{err}");
 }
 
+#[cfg(unix)]
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// `hnsecure client renew --config CONFIG` under a shell's `umask`.
+#[cfg(unix)]
+fn renew_with_umask(umask: &str, config: &std::path::Path) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask {umask} && exec \"$0\" client renew --config \"$1\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_hnsecure"))
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn renewal_refuses_a_folder_others_can_write_and_writes_mode_0600_under_any_umask() {
+    let system = System::start("renew-modes");
+    let config = system.client_config();
+    let credential = system.credential();
+    let before = std::fs::read(&credential).unwrap();
+
+    // A folder other users can write: refused before anything is renewed.
+    set_mode(&system.dir, 0o777);
+    let out = renew_with_umask("022", &config);
+    set_mode(&system.dir, 0o700);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is a folder other users can write to (mode 777)",
+            system.dir.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("rewritten"), "{err}");
+    assert_eq!(
+        std::fs::read(&credential).unwrap(),
+        before,
+        "nothing changed"
+    );
+
+    // A credential other users can read is refused as well, unless client.toml allows it.
+    set_mode(&credential, 0o644);
+    let out = renew_with_umask("022", &config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is readable by other users (mode 644)",
+            credential.display()
+        )),
+        "{err}"
+    );
+    let allowing = system.dir.join("allowing.toml");
+    std::fs::write(
+        &allowing,
+        std::fs::read_to_string(&config).unwrap() + "credential_readable_by_others = true\n",
+    )
+    .unwrap();
+
+    // Renewed under umask 000 (the new file would be 0666 if made the ordinary way) and
+    // under umask 277 (0400, unwritable): the credential is 0600 either way, and says so.
+    let mut seen = vec![before];
+    for (umask, config) in [("000", &allowing), ("277", &config)] {
+        let out = renew_with_umask(umask, config);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "umask {umask}: {err}");
+        assert!(err.contains("rewritten (mode 0600)"), "{err}");
+        assert_eq!(mode_of(&credential), 0o600, "umask {umask}");
+        let now = std::fs::read(&credential).unwrap();
+        assert!(!seen.contains(&now), "umask {umask}: a new certificate");
+        seen.push(now);
+        Credential::read(&credential).unwrap();
+    }
+    // No temporary file is left in the folder.
+    let left: Vec<_> = std::fs::read_dir(&system.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn the_operator_renews_from_a_csr() {
     let system = System::start("renew-offline");

@@ -4,6 +4,7 @@
 //! ```toml
 //! facility = "BC00000098"             # this facility's id (MSH-4 of what it sends)
 //! credential = "credential.toml"      # from `hnsecure client register`; relative to this file
+//! # credential_readable_by_others = false  # true accepts a credential its group or others may read
 //! gateways = ["gate1.example:7443", "gate2.example:7443"]   # tried in order on connection loss
 //! timeout_secs = 70                   # per transaction, unless the caller gives one (Volume 5, 2.6)
 //! # connect_timeout_secs = 10         # TCP connect and TLS handshake, per gateway
@@ -66,6 +67,9 @@ pub struct ClientConfig {
     /// The credential file, resolved against the configuration file's folder (required
     /// for [`Transport::Gateway`]).
     pub credential: Option<PathBuf>,
+    /// Accept a credential file that its group or other users may read (never one they
+    /// may write). False by default: such a credential is refused.
+    pub credential_readable_by_others: bool,
     /// Gateways as `HOST:PORT`, tried in order (required for [`Transport::Gateway`]).
     pub gateways: Vec<String>,
     /// How the network is reached.
@@ -219,6 +223,8 @@ struct ClientFile {
     facility: String,
     credential: Option<PathBuf>,
     #[serde(default)]
+    credential_readable_by_others: bool,
+    #[serde(default)]
     gateways: Vec<String>,
     transport: Option<String>,
     hnclient: Option<String>,
@@ -365,6 +371,7 @@ impl ClientConfig {
         Ok(Self {
             facility: file.facility,
             credential: file.credential.map(|c| resolve(path, &c)),
+            credential_readable_by_others: file.credential_readable_by_others,
             gateways: file.gateways,
             transport,
             timeout: positive("timeout_secs", file.timeout_secs)?,
@@ -518,6 +525,7 @@ mod tests {
             Some(Path::new("/etc/hnsecure/cred.toml"))
         );
         assert_eq!(c.transport, Transport::Gateway);
+        assert!(!c.credential_readable_by_others);
         assert_eq!(c.timeout, Duration::from_secs(70));
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.max_frame_bytes, 8 * 1024 * 1024);

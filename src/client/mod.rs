@@ -166,6 +166,8 @@ struct GatewayRoute {
     /// The credential file, and the TLS configuration made from it: read again when the
     /// file changes (a renewed certificate), at the next connection.
     credential: std::path::PathBuf,
+    /// client.toml's `credential_readable_by_others`.
+    readable_by_others: bool,
     tls: Mutex<(Option<FileStamp>, Arc<rustls::ClientConfig>)>,
     /// The live connection, if any.
     current: Mutex<Option<Arc<Connection>>>,
@@ -190,7 +192,7 @@ impl GatewayRoute {
         let now = stamp(&self.credential);
         if now.is_some() && now != tls.0 {
             tls.0 = now;
-            match facility_tls(&self.facility, &self.credential) {
+            match facility_tls(&self.facility, &self.credential, self.readable_by_others) {
                 Ok((credential, config))
                     if credential.key.id() == self.key.id()
                         && credential.key.as_bytes() == self.key.as_bytes() =>
@@ -215,13 +217,15 @@ impl GatewayRoute {
     }
 }
 
-/// The facility's credential at `path`, checked to be `facility`'s, and a TLS client
+/// The facility's credential at `path` (refused when other users may change it, or read
+/// it unless `readable_by_others`), checked to be `facility`'s, and a TLS client
 /// configuration presenting its certificate and trusting only HNGard's CA.
 fn facility_tls(
     facility: &str,
     path: &std::path::Path,
+    readable_by_others: bool,
 ) -> Result<(Credential, Arc<rustls::ClientConfig>), ClientError> {
-    let credential = Credential::read(path)?;
+    let credential = Credential::read_with(path, readable_by_others)?;
     if credential.facility != facility {
         return Err(ClientError::DomainMismatch {
             credential: credential.facility,
@@ -263,11 +267,13 @@ impl AsyncClient {
                     )));
                 };
                 let read_at = stamp(path);
-                let (credential, tls) = facility_tls(&config.facility, path)?;
+                let (credential, tls) =
+                    facility_tls(&config.facility, path, config.credential_readable_by_others)?;
                 Route::Gateway(GatewayRoute {
                     facility: credential.facility.clone(),
                     key: credential.key.clone(),
                     credential: path.to_path_buf(),
+                    readable_by_others: config.credential_readable_by_others,
                     tls: Mutex::new((read_at, tls)),
                     current: Mutex::new(None),
                     dialer: tokio::sync::Mutex::new(Dialer::new(&config.gateways)),

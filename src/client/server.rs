@@ -11,6 +11,7 @@
 //! # server.toml
 //! facility = "BC00000099"              # this receiving system's facility id (role server)
 //! credential = "server-credential.toml"  # from `hnsecure client register`; relative to this file
+//! # credential_readable_by_others = false  # true accepts a credential its group or others may read
 //! gateways = ["gate1.example:7443", "gate2.example:7443"]
 //! applications = ["HNAPI-DEMO"]        # the MSH-5 names whose requests it answers
 //! # connect_timeout_secs = 10
@@ -48,6 +49,9 @@ pub struct ServerConfig {
     pub facility: String,
     /// The credential file, resolved against the configuration file's folder.
     pub credential: PathBuf,
+    /// Accept a credential file that its group or other users may read (never one they
+    /// may write). False by default.
+    pub credential_readable_by_others: bool,
     /// Gateways as `HOST:PORT`, tried in order.
     pub gateways: Vec<String>,
     /// The application names (MSH-5) whose requests it answers.
@@ -70,6 +74,8 @@ pub struct ServerConfig {
 struct ServerFile {
     facility: String,
     credential: PathBuf,
+    #[serde(default)]
+    credential_readable_by_others: bool,
     gateways: Vec<String>,
     applications: Vec<String>,
     connect_timeout_secs: Option<u64>,
@@ -105,6 +111,7 @@ impl ServerConfig {
         Ok(Self {
             facility: file.facility,
             credential: resolve(path, &file.credential),
+            credential_readable_by_others: file.credential_readable_by_others,
             gateways: file.gateways,
             applications: file.applications,
             connect_timeout: secs("connect_timeout_secs", file.connect_timeout_secs, 10)?,
@@ -189,7 +196,11 @@ impl Server {
     /// Opens a server application: reads the credential, and starts connecting to the
     /// gateways in the background (it keeps trying until it is closed).
     pub fn open(config: ServerConfig) -> Result<Self, ClientError> {
-        let (credential, tls) = super::facility_tls(&config.facility, &config.credential)?;
+        let (credential, tls) = super::facility_tls(
+            &config.facility,
+            &config.credential,
+            config.credential_readable_by_others,
+        )?;
         let (runtime, threads) = super::Threads::runtime("hnapi-server").map_err(|e| {
             ClientError::Internal(format!("cannot start the server's runtime: {e}"))
         })?;

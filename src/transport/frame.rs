@@ -30,7 +30,7 @@
 use std::fmt;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The largest frame accepted unless configured otherwise: 8 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
@@ -347,7 +347,31 @@ const REGISTER_RESPONSE: u8 = 17;
 const RENEW_REQUEST: u8 = 18;
 const RENEW_RESPONSE: u8 = 19;
 
+/// The kinds of frame that carry a secret (a registration code, an envelope master
+/// key): their bytes are wiped wherever this module holds them.
+fn is_secret_kind(kind: u8) -> bool {
+    kind == REGISTER_REQUEST || kind == REGISTER_RESPONSE
+}
+
 impl Frame {
+    /// For a frame carrying a secret, its encoded length (prefix included), so that it
+    /// is encoded into a buffer of that size (a reallocation would leave a copy behind).
+    fn secret_len(&self) -> Option<usize> {
+        match self {
+            Self::RegisterRequest {
+                facility,
+                code,
+                csr,
+            } => Some(4 + 1 + 12 + facility.len() + code.len() + csr.len()),
+            Self::RegisterResponse {
+                certificate_pem,
+                ca_pem,
+                ..
+            } => Some(4 + 1 + 8 + certificate_pem.len() + ca_pem.len() + 4 + 32),
+            _ => None,
+        }
+    }
+
     /// Appends the frame, length prefix included, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
@@ -430,6 +454,11 @@ impl Frame {
         let Some(&kind) = body.first() else {
             return Err(FrameError::BadLength { length: 0, max: 0 });
         };
+        if is_secret_kind(kind) {
+            // Wiped however decoding ends; what is kept is copied into wiped buffers.
+            let body = Zeroizing::new(body);
+            return Self::decode_secret(kind, &body[1..]);
+        }
         let bad = || FrameError::Malformed(kind);
         let mut r = Reader { b: &body[1..] };
         let frame = match kind {
@@ -480,9 +509,29 @@ impl Frame {
                 r.end().ok_or_else(bad)?;
                 Self::Serve { applications }
             }
+            RENEW_REQUEST => {
+                let csr = r.bytes().ok_or_else(bad)?.to_vec();
+                r.end().ok_or_else(bad)?;
+                Self::RenewRequest { csr }
+            }
+            RENEW_RESPONSE => {
+                let certificate_pem = r.text().ok_or_else(bad)?;
+                r.end().ok_or_else(bad)?;
+                Self::RenewResponse { certificate_pem }
+            }
+            other => return Err(FrameError::UnknownKind(other)),
+        };
+        Ok(frame)
+    }
+
+    /// Decodes a registration frame from its body (after the kind).
+    fn decode_secret(kind: u8, body: &[u8]) -> Result<Self, FrameError> {
+        let bad = || FrameError::Malformed(kind);
+        let mut r = Reader { b: body };
+        let frame = match kind {
             REGISTER_REQUEST => {
                 let facility = r.text().ok_or_else(bad)?;
-                let code = Zeroizing::new(r.text().ok_or_else(bad)?);
+                let code = r.secret_text().ok_or_else(bad)?;
                 let csr = r.bytes().ok_or_else(bad)?.to_vec();
                 r.end().ok_or_else(bad)?;
                 Self::RegisterRequest {
@@ -495,24 +544,15 @@ impl Frame {
                 let certificate_pem = r.text().ok_or_else(bad)?;
                 let ca_pem = r.text().ok_or_else(bad)?;
                 let key_id = r.u32().ok_or_else(bad)?;
-                let key: [u8; 32] = r.take(32).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+                let mut key = Zeroizing::new([0u8; 32]);
+                key.copy_from_slice(r.take(32).ok_or_else(bad)?);
                 r.end().ok_or_else(bad)?;
                 Self::RegisterResponse {
                     certificate_pem,
                     ca_pem,
                     key_id,
-                    key: Zeroizing::new(key),
+                    key,
                 }
-            }
-            RENEW_REQUEST => {
-                let csr = r.bytes().ok_or_else(bad)?.to_vec();
-                r.end().ok_or_else(bad)?;
-                Self::RenewRequest { csr }
-            }
-            RENEW_RESPONSE => {
-                let certificate_pem = r.text().ok_or_else(bad)?;
-                r.end().ok_or_else(bad)?;
-                Self::RenewResponse { certificate_pem }
             }
             other => return Err(FrameError::UnknownKind(other)),
         };
@@ -559,6 +599,13 @@ impl<'a> Reader<'a> {
 
     fn text(&mut self) -> Option<String> {
         String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+
+    /// Text copied once, into a buffer wiped when dropped (checked before it is copied,
+    /// so no unwiped copy is made when it is not UTF-8).
+    fn secret_text(&mut self) -> Option<Zeroizing<String>> {
+        let text = std::str::from_utf8(self.bytes()?).ok()?;
+        Some(Zeroizing::new(String::from(text)))
     }
 
     fn end(&self) -> Option<()> {
@@ -648,6 +695,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 if pending.len() >= 4 + length {
                     let body = pending[4..4 + length].to_vec();
+                    if is_secret_kind(body[0]) {
+                        self.buf[self.start..self.start + 4 + length].zeroize();
+                    }
                     self.start += 4 + length;
                     if self.start == self.buf.len() {
                         self.start = 0;
@@ -664,12 +714,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             };
             // Make room for the rest of this frame (at least), moving what is pending to
             // the front first.
+            let want = needed.max(READ_BUFFER);
+            if self.pending_secret() && (self.start > 0 || self.buf.capacity() < want) {
+                // Moving or reallocating would leave copies of the secret behind: copy it
+                // once into a new buffer and wipe the old one whole.
+                let mut moved = Vec::with_capacity(want.max(self.buf.len() - self.start));
+                moved.extend_from_slice(&self.buf[self.start..]);
+                self.buf.zeroize();
+                self.buf = moved;
+                self.start = 0;
+            }
             if self.start > 0 {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
             let have = self.buf.len();
-            let want = needed.max(READ_BUFFER);
             if self.buf.capacity() < want {
                 self.buf.reserve(want - have);
             }
@@ -696,6 +755,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.reader
     }
+
+    /// True when the frame begun in the buffer carries a secret.
+    fn pending_secret(&self) -> bool {
+        self.buf
+            .get(self.start + 4)
+            .is_some_and(|&kind| is_secret_kind(kind))
+    }
+}
+
+impl<R> Drop for FrameReader<R> {
+    /// A registration frame cut short is wiped (whole ones are wiped when taken out).
+    fn drop(&mut self) {
+        if self
+            .buf
+            .get(self.start + 4)
+            .is_some_and(|&kind| is_secret_kind(kind))
+        {
+            self.buf.zeroize();
+        }
+    }
 }
 
 /// Writes one frame and flushes.
@@ -703,9 +782,26 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     frame: &Frame,
 ) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    frame.encode(&mut out);
-    writer.write_all(&out).await?;
+    /// Wipes a frame that carries a secret, however writing ends (cancelled too).
+    struct Encoded {
+        bytes: Vec<u8>,
+        secret: bool,
+    }
+    impl Drop for Encoded {
+        fn drop(&mut self) {
+            if self.secret {
+                self.bytes.zeroize();
+            }
+        }
+    }
+    let secret_len = frame.secret_len();
+    let mut out = Encoded {
+        bytes: Vec::with_capacity(secret_len.unwrap_or(0)),
+        secret: secret_len.is_some(),
+    };
+    frame.encode(&mut out.bytes);
+    debug_assert!(secret_len.is_none_or(|n| n == out.bytes.len()));
+    writer.write_all(&out.bytes).await?;
     writer.flush().await
 }
 
@@ -842,6 +938,52 @@ mod tests {
             short.next().await,
             Err(FrameError::TruncatedLength)
         ));
+    }
+
+    #[tokio::test]
+    async fn registration_secrets_are_wiped_from_the_read_buffer() {
+        let code = "K7QM-3XPD-9RTW-HC2N";
+        let key: [u8; 32] = std::array::from_fn(|i| 0xC0 ^ i as u8);
+        let secrets = [
+            Frame::RegisterRequest {
+                facility: "BC00000098".into(),
+                code: Zeroizing::new(code.into()),
+                csr: vec![1, 2, 3],
+            },
+            Frame::RegisterResponse {
+                certificate_pem: "cert".into(),
+                ca_pem: "ca".into(),
+                key_id: 9,
+                key: Zeroizing::new(key),
+            },
+        ];
+        let mut wire = Vec::new();
+        Frame::Ping { id: 1 }.encode(&mut wire);
+        for f in &secrets {
+            let at = wire.len();
+            f.encode(&mut wire);
+            assert_eq!(f.secret_len(), Some(wire.len() - at));
+        }
+        Frame::Ping { id: 2 }.encode(&mut wire);
+        let holds =
+            |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+        assert!(holds(&wire, code.as_bytes()) && holds(&wire, &key));
+
+        // One read takes in all four frames; each secret one is wiped once taken out,
+        // while the last Ping still waits in the buffer.
+        let mut reader = FrameReader::new(&wire[..], 1000);
+        assert_eq!(reader.next().await.unwrap(), Some(Frame::Ping { id: 1 }));
+        assert!(
+            holds(&reader.buf, code.as_bytes()),
+            "the test sees the buffer"
+        );
+        for expected in &secrets {
+            assert_eq!(reader.next().await.unwrap().as_ref(), Some(expected));
+        }
+        assert!(reader.has_buffered_frame());
+        assert!(!holds(&reader.buf, code.as_bytes()), "the code is wiped");
+        assert!(!holds(&reader.buf, &key), "the key is wiped");
+        assert_eq!(reader.next().await.unwrap(), Some(Frame::Ping { id: 2 }));
     }
 
     /// A stream that fails as a TLS stream does when its peer leaves without close_notify.

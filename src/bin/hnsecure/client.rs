@@ -122,8 +122,11 @@ fn renew(args: &RenewArgs) -> Result<(), Failure> {
             args.config.display()
         )));
     };
-    let current =
-        hnapi::client::Credential::read(&path).map_err(|e| Failure::Input(Some(e.to_string())))?;
+    let current = hnapi::client::Credential::read_with(&path, config.credential_readable_by_others)
+        .map_err(|e| Failure::Input(Some(e.to_string())))?;
+    // Before renewing: once HNGard issues the new certificate, the old one is superseded.
+    hnapi::client::credential::check_destination(&path)
+        .map_err(|e| Failure::Input(Some(format!("cannot write {}: {e}", path.display()))))?;
     let runtime =
         crate::daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
     let renewed = runtime
@@ -184,7 +187,9 @@ fn read_code(args: &RegisterArgs) -> Result<zeroize::Zeroizing<String>, Failure>
             ));
         }
     };
-    let mut text = zeroize::Zeroizing::new(String::new());
+    // Room for any code and its line end up front: the buffer never grows, so no copy of
+    // the code is left behind by a reallocation (a longer input may still grow it).
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(1024));
     if from_file == stdin {
         std::io::stdin().read_to_string(&mut text).map_err(|e| {
             Failure::Usage(format!("cannot read the code from standard input: {e}"))
@@ -213,6 +218,9 @@ fn register(args: RegisterArgs) -> Result<(), Failure> {
             args.out.display()
         )));
     }
+    // Before the code is used (it works once): the credential could not be written there.
+    hnapi::client::credential::check_destination(&args.out)
+        .map_err(|e| Failure::Input(Some(format!("cannot write {}: {e}", args.out.display()))))?;
     let ca = std::fs::read_to_string(&args.ca)
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.ca.display())))?;
     let runtime =
