@@ -90,6 +90,8 @@ pub async fn renew(
     let (key_pair, csr) = key_and_csr(&current.facility)?;
     let mut last = RegisterError::Protocol("no gateway is configured".into());
     for gateway in gateways {
+        // One deadline for each gateway's connect, handshake and exchange together.
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut stream = match transport::connect(gateway, config.clone(), timeout).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -118,7 +120,7 @@ pub async fn renew(
                 .await
                 .map_err(read)
         };
-        let answer = tokio::time::timeout(timeout, exchange)
+        let answer = tokio::time::timeout_at(deadline, exchange)
             .await
             .map_err(|_| RegisterError::Protocol("no answer from the gateway in time".into()))??;
         let certificate_pem = match answer {
@@ -159,6 +161,8 @@ pub async fn register(
     let (key_pair, csr) = key_and_csr(facility)?;
 
     let config = tls::client_config(&ca, None).map_err(|e| RegisterError::Ca(e.to_string()))?;
+    // One deadline for the connect, the handshake and the exchange together.
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut stream = transport::connect(gate, config, timeout)
         .await
         .map_err(RegisterError::Connect)?;
@@ -175,7 +179,7 @@ pub async fn register(
             .await
             .map_err(|e| RegisterError::Protocol(e.to_string()))
     };
-    let answer = tokio::time::timeout(timeout, exchange)
+    let answer = tokio::time::timeout_at(deadline, exchange)
         .await
         .map_err(|_| RegisterError::Protocol("no answer from the gateway in time".into()))??;
     let (certificate_pem, returned_ca_pem, key_id, key) = match answer {
