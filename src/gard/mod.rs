@@ -917,6 +917,12 @@ impl Gard {
         Ok(self.store.revoked()?)
     }
 
+    /// With `full`, journal commits wait for the disk (`audit_sync = "full"`); see
+    /// [`Store::set_journal_sync`].
+    pub fn set_journal_sync(&self, full: bool) -> Result<(), GardError> {
+        Ok(self.store.set_journal_sync(full)?)
+    }
+
     /// Appends records to the audit journal, all in one transaction. A gateway batches
     /// them: one call per batch costs about what one record costs.
     pub fn record_audit(&self, records: &[AuditRecord]) -> Result<(), GardError> {

@@ -283,6 +283,8 @@ impl Tx<'_> {
 /// The directory in a PostgreSQL database.
 pub struct PostgresStore {
     location: String,
+    /// `audit_sync = "full"`: journal commits wait for the server's disk.
+    journal_full: std::sync::atomic::AtomicBool,
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -341,6 +343,7 @@ impl PostgresStore {
         }
         Ok(Self {
             location,
+            journal_full: std::sync::atomic::AtomicBool::new(false),
             jobs: Some(jobs),
             workers,
         })
@@ -929,10 +932,17 @@ impl Store for PostgresStore {
         })
     }
 
+    fn set_journal_sync(&self, full: bool) -> Result<(), StoreError> {
+        self.journal_full
+            .store(full, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
+        let full = self.journal_full.load(std::sync::atomic::Ordering::Relaxed);
         // One statement for the whole batch: each column goes as one array.
         // PostgreSQL text cannot hold NUL: such characters become U+FFFD (as in SQLite).
         let column = |f: fn(&AuditRecord) -> &str| -> Vec<String> {
@@ -970,7 +980,11 @@ impl Store for PostgresStore {
                 (&detail, Type::TEXT_ARRAY),
             ]);
             // `WITH ORDINALITY`: rows get their ids in the order of the batch.
-            let mut tx = conn.journal_transaction()?;
+            let mut tx = if full {
+                conn.transaction()?
+            } else {
+                conn.journal_transaction()?
+            };
             tx.execute(
                 &format!(
                     "INSERT INTO audit ({AUDIT_COLUMNS})

@@ -29,6 +29,8 @@ use super::{Facility, Role, Status};
 
 /// How long a connection waits for the other process's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the journal's connection waits for a lock another connection holds.
+const JOURNAL_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The schema, one migration per version: `MIGRATIONS[n]` takes `user_version` n to n + 1.
 const MIGRATIONS: &[&str] = &[
@@ -170,8 +172,11 @@ impl SqliteStore {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // The gateway waits for the journal's commits (`audit = "required"`): a locked
+        // database should be noticed within a couple of seconds, not five.
         journal
             .pragma_update(None, "synchronous", "NORMAL")
+            .and_then(|()| journal.busy_timeout(JOURNAL_BUSY_TIMEOUT))
             .map_err(|e| StoreError::new(path.display().to_string(), e))?;
         let store = Self {
             path: path.to_owned(),
@@ -644,6 +649,12 @@ impl Store for SqliteStore {
             .query_map([], |row| row.get(0))
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|e| self.error(e))
+    }
+
+    fn set_journal_sync(&self, full: bool) -> Result<(), StoreError> {
+        self.lock_journal()
+            .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })
+            .map_err(|e| self.error(e))
     }
 
     fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {

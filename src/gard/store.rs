@@ -190,6 +190,11 @@ pub trait Store: Send + Sync {
     /// Appends audit records, all in one transaction.
     fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
 
+    /// With `full`, every later journal commit waits until the disk has it (it survives a
+    /// power cut); without, until the database has it (it survives the gateway's process
+    /// being killed, and the database's own crash keeps it consistent).
+    fn set_journal_sync(&self, full: bool) -> Result<(), StoreError>;
+
     /// The audit records the filter selects, oldest first (ties in the order appended);
     /// with [`AuditFilter::limit`], the newest that many of them.
     fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;

@@ -21,6 +21,11 @@
 //! # trace_messages = false           # log message bodies (PHI!) at debug level; troubleshooting only
 //! # metrics = "127.0.0.1:9464"       # Prometheus text format at GET /metrics (keep it local)
 //! # audit_retention_days = 365       # audit rows older than this are deleted (0: kept for ever)
+//! # audit = "required"               # a transaction's answer leaves only once its journal row is
+//! #                                  # committed; without the journal, AR HNPS013E ("best-effort":
+//! #                                  # rows are written behind the traffic and may be lost)
+//! # audit_sync = "normal"            # "full": every journal commit also reaches the disk (survives
+//! #                                  # a power cut, not only the gateway's death); slower
 //!
 //! [[route]]                          # the first route that matches wins
 //! application = "RAIRCRD-NW-PRSN"    # MSH-5, or "*" for any
@@ -73,6 +78,37 @@ pub struct GateConfig {
     pub metrics: Option<SocketAddr>,
     /// Audit rows older than this are deleted; `None` keeps them for ever.
     pub audit_retention: Option<Duration>,
+    /// Whether an answer waits for its journal row (`audit`).
+    pub audit: AuditMode,
+    /// How far a journal commit goes before it counts as done (`audit_sync`).
+    pub audit_sync: AuditSync,
+}
+
+/// `audit`: what the journal promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditMode {
+    /// A transaction's answer is released only once its row is committed; when the
+    /// journal cannot be written, requests are answered AR `HNPS013E` and not forwarded.
+    #[default]
+    Required,
+    /// Rows are written behind the traffic, in batches; when the store falls behind or
+    /// fails, rows are dropped (counted and logged) and traffic goes on.
+    BestEffort,
+}
+
+/// `audit_sync`: how durable a journal commit is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditSync {
+    /// Committed rows survive the gateway's process being killed; a power cut or an
+    /// operating system crash may lose the last ones (SQLite `synchronous = NORMAL` in WAL
+    /// mode, PostgreSQL `synchronous_commit = off`).
+    #[default]
+    Normal,
+    /// Every commit is on disk before it counts (SQLite `synchronous = FULL`, PostgreSQL
+    /// `synchronous_commit = on`).
+    Full,
 }
 
 /// The gateway's limits and timeouts.
@@ -245,6 +281,10 @@ struct GateFile {
     trace_messages: bool,
     metrics: Option<String>,
     audit_retention_days: Option<u64>,
+    #[serde(default)]
+    audit: AuditMode,
+    #[serde(default)]
+    audit_sync: AuditSync,
     #[serde(default, rename = "route")]
     routes: Vec<RouteFile>,
 }
@@ -488,6 +528,8 @@ impl GateConfig {
                 Some(days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
                 None => Some(Duration::from_secs(DEFAULT_AUDIT_RETENTION_DAYS * 86_400)),
             },
+            audit: file.audit,
+            audit_sync: file.audit_sync,
         })
     }
 

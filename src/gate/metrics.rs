@@ -7,6 +7,8 @@
 //! | `hnsecure_gate_transaction_seconds` | histogram | — |
 //! | `hnsecure_gate_connections` | gauge | — |
 //! | `hnsecure_gate_refusals_total` | counter | `reason` |
+//! | `hnsecure_gate_journal_available` | gauge | — |
+//! | `hnsecure_gate_journal_dropped_total` | counter | — |
 //!
 //! Labels never carry message content: route patterns come from gate.toml and outcomes
 //! are `AA`, `AE`, `AR` or `-`.
@@ -51,6 +53,8 @@ pub enum Refused {
     /// A connection beyond the share of connections not yet authenticated, from one
     /// address or from all.
     Unauthenticated,
+    /// A request answered `HNPS013E`: the audit journal could not be written.
+    Journal,
 }
 
 impl Refused {
@@ -66,9 +70,13 @@ impl Refused {
             Self::Admission => "admission",
             Self::Serve => "serve",
             Self::Unauthenticated => "unauthenticated",
+            Self::Journal => "journal",
         }
     }
 }
+
+/// Reads the journal's state: (available, records dropped).
+type JournalGauge = Box<dyn Fn() -> (bool, u64) + Send + Sync>;
 
 /// The counters. Cheap to update from any task.
 #[derive(Default)]
@@ -80,6 +88,8 @@ pub struct Metrics {
     sum_us: AtomicU64,
     connections: AtomicU64,
     refusals: Mutex<BTreeMap<Refused, u64>>,
+    /// The journal's state, read at each exposition: 1 when it can be written.
+    journal: Mutex<Option<JournalGauge>>,
 }
 
 impl Metrics {
@@ -112,6 +122,11 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(why)
             .or_default() += 1;
+    }
+
+    /// Where the exposition reads the journal's state from: (available, records dropped).
+    pub fn watch_journal(&self, state: impl Fn() -> (bool, u64) + Send + Sync + 'static) {
+        *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(state));
     }
 
     /// A connection opened.
@@ -171,6 +186,19 @@ impl Metrics {
             "hnsecure_gate_connections {}",
             self.connections.load(Ordering::Relaxed)
         );
+        if let Some(journal) = &*self.journal.lock().unwrap_or_else(|e| e.into_inner()) {
+            let (available, dropped) = journal();
+            out.push_str("# HELP hnsecure_gate_journal_available 1 when the audit journal can be written, 0 while requests are answered HNPS013E.\n");
+            out.push_str("# TYPE hnsecure_gate_journal_available gauge\n");
+            let _ = writeln!(
+                out,
+                "hnsecure_gate_journal_available {}",
+                u8::from(available)
+            );
+            out.push_str("# HELP hnsecure_gate_journal_dropped_total Audit records not journaled: not waited for, and the store failed or fell behind.\n");
+            out.push_str("# TYPE hnsecure_gate_journal_dropped_total counter\n");
+            let _ = writeln!(out, "hnsecure_gate_journal_dropped_total {dropped}");
+        }
         out.push_str("# HELP hnsecure_gate_refusals_total Connections, requests and envelopes refused, by reason.\n");
         out.push_str("# TYPE hnsecure_gate_refusals_total counter\n");
         for (why, n) in self

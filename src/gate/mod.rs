@@ -34,7 +34,8 @@ mod server;
 pub mod sim;
 
 pub use config::{
-    DEFAULT_POOL_SIZE, Destination, GateConfig, Limits, MllpTarget, MllpTlsFiles, Route,
+    AuditMode, AuditSync, DEFAULT_POOL_SIZE, Destination, GateConfig, Limits, MllpTarget,
+    MllpTlsFiles, Route,
 };
 pub use server::{Gate, Reloader};
 

@@ -349,15 +349,19 @@ impl Gate {
             ),
             None => None,
         };
+        gard.set_journal_sync(config.audit_sync == super::config::AuditSync::Full)
+            .map_err(|e| GateError::Destination(format!("the audit journal: {e}")))?;
+        let audit = AuditWriter::start(gard.clone(), config.audit)
+            .map_err(|e| GateError::Destination(format!("cannot start the audit writer: {e}")))?;
+        let metrics = Arc::new(Metrics::default());
+        metrics.watch_journal(audit.gauge());
         Ok(Self {
             listener,
             acceptor: TlsAcceptor::from(server),
             metrics_listener,
             state: Arc::new(State {
-                metrics: Arc::new(Metrics::default()),
-                audit: AuditWriter::start(gard.clone()).map_err(|e| {
-                    GateError::Destination(format!("cannot start the audit writer: {e}"))
-                })?,
+                metrics,
+                audit,
                 settings: RwLock::new(Arc::new(Settings { config, mllp })),
                 gard,
                 sim: Simulator::new(),

@@ -60,6 +60,9 @@ pub enum NetworkCode {
     /// The request is not exactly one message: a second MSH, a batch or file segment
     /// (BHS, BTS, FHS, FTS), or a segment whose id is not three capitals or digits.
     Hnps012E,
+    /// The gateway's audit journal cannot be written (`audit = "required"`): the request
+    /// was not passed on, or its answer was withheld because its row could not be kept.
+    Hnps013E,
 }
 
 /// The condition code that starts an MSA-3 (`TXFR024E…`, `HNHR517E…`): four capitals,
@@ -98,6 +101,7 @@ impl NetworkCode {
         Self::Hnps010E,
         Self::Hnps011E,
         Self::Hnps012E,
+        Self::Hnps013E,
     ];
 
     /// The 8-character code, e.g. `"TXFR024E"`.
@@ -248,6 +252,11 @@ impl NetworkCode {
                 "HNPS012E",
                 "Exactly one MSH segment and no batch segments are accepted",
                 "The request holds a second MSH, a BHS, BTS, FHS or FTS segment, or a segment id that is not three capitals or digits; not passed on, journaled as a security event.",
+            ),
+            Self::Hnps013E => (
+                "HNPS013E",
+                "The gateway cannot journal the transaction; try again later",
+                "The gateway's audit journal cannot be written (disk full, database locked or down): the request was not passed on, or, when the journal failed as it recorded the answer, the answer was withheld (the receiver may have processed the request). The gateway resumes by itself when the journal is back.",
             ),
         }
     }

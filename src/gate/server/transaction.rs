@@ -16,19 +16,33 @@ pub(super) async fn transaction(
     sealed: Vec<u8>,
 ) -> Frame {
     let started = Instant::now();
-    let refuse = |reason: Refusal| {
+    let client_timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
+    // An authenticated facility's refused envelope is journaled before the refusal
+    // leaves (with `audit = "required"`); the refusal leaves either way.
+    let refuse = |reason: Refusal| async move {
         state.metrics.refused(Refused::Envelope);
         let code = if reason == Refusal::Replayed {
             "replay"
         } else {
             "bad-envelope"
         };
-        state.audit.security(
+        let row = crate::gard::AuditRecord::security(
             &peer.facility,
             &address.to_string(),
+            "refused",
             code,
             format!("envelope refused: {reason}"),
         );
+        if let Err(e) = state
+            .audit
+            .commit(vec![row], journal_wait(started, client_timeout))
+            .await
+        {
+            log::error!(
+                "audit: a refused envelope from facility {} was not journaled: {e}",
+                peer.facility
+            );
+        }
         Frame::Refused { id, reason }
     };
     // The rate limit comes first: a request over it costs no cryptography and leaves
@@ -55,14 +69,14 @@ pub(super) async fn transaction(
                 "security: facility {} sent an envelope naming another facility or key",
                 peer.facility
             );
-            return refuse(Refusal::EnvelopeRefused);
+            return refuse(Refusal::EnvelopeRefused).await;
         }
         Err(e) => {
             log::warn!(
                 "security: facility {} sent a malformed envelope: {e}",
                 peer.facility
             );
-            return refuse(Refusal::EnvelopeRefused);
+            return refuse(Refusal::EnvelopeRefused).await;
         }
     }
     let opened = match envelope::open(&peer.key, &sealed, Direction::Request) {
@@ -72,7 +86,7 @@ pub(super) async fn transaction(
                 "security: envelope from facility {} refused: {e}",
                 peer.facility
             );
-            return refuse(Refusal::EnvelopeRefused);
+            return refuse(Refusal::EnvelopeRefused).await;
         }
     };
     // Only an authentic envelope may take a place in the replay guard.
@@ -86,11 +100,98 @@ pub(super) async fn transaction(
             envelope::EnvelopeError::Replayed => Refusal::Replayed,
             envelope::EnvelopeError::OutsideWindow => Refusal::OutsideWindow,
             _ => Refusal::EnvelopeRefused,
-        });
+        })
+        .await;
     }
 
-    let client_timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
-    let (answer, outcome) = answer(state, peer, address, &opened.plaintext, client_timeout).await;
+    let mut security = None;
+    let journal = state.audit.available();
+    let (mut answer, mut line) = if journal {
+        answer(
+            state,
+            peer,
+            address,
+            &opened.plaintext,
+            client_timeout,
+            &mut security,
+        )
+        .await
+    } else {
+        // Fail closed: nothing is passed on that could not be journaled.
+        state.audit.refused_while_unavailable();
+        state.metrics.refused(Refused::Journal);
+        let request = admit::for_answer(&opened.plaintext);
+        let ack = hl7::network_ack(
+            request.as_ref(),
+            NetworkComponent::Hngate,
+            &settings.config.facility,
+            NetworkCode::Hnps013E,
+            None,
+            &hl7::now_pacific(),
+        );
+        let control = request.as_ref().map(admit::control_id).unwrap_or_default();
+        (
+            ack,
+            format!("control={control} outcome=AR code=HNPS013E (journal unavailable)"),
+        )
+    };
+    let mut summary = Summary::of(&settings.config, &opened.plaintext, &answer);
+    if journal {
+        let blank = |v: &str| {
+            if v == "-" {
+                String::new()
+            } else {
+                v.to_owned()
+            }
+        };
+        let row = crate::gard::AuditRecord {
+            at: jiff::Timestamp::now(),
+            kind: crate::gard::AuditKind::Transaction,
+            facility: peer.facility.clone(),
+            peer: address.to_string(),
+            sending_application: summary.sending_application.clone(),
+            control_id: summary.control_id.clone(),
+            message_type: summary.message_type.clone(),
+            route: blank(&summary.route),
+            destination: blank(&summary.destination),
+            outcome: blank(&summary.outcome),
+            code: summary.code.clone(),
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            request_bytes: opened.plaintext.len() as u64,
+            answer_bytes: answer.len() as u64,
+            detail: String::new(),
+        };
+        let rows = security.into_iter().chain([row]).collect();
+        // The answer leaves only once its row is kept (`audit = "required"`).
+        if let Err(e) = state
+            .audit
+            .commit(rows, journal_wait(started, client_timeout))
+            .await
+        {
+            log::error!(
+                "audit: facility {} control={}: the answer was withheld, its row could not be \
+                 journaled: {e}",
+                peer.facility,
+                summary.control_id
+            );
+            state.metrics.refused(Refused::Journal);
+            let request = admit::for_answer(&opened.plaintext);
+            answer = hl7::network_ack(
+                request.as_ref(),
+                NetworkComponent::Hngate,
+                &settings.config.facility,
+                NetworkCode::Hnps013E,
+                Some("the answer was withheld: the receiver may have processed the request"),
+                &hl7::now_pacific(),
+            );
+            line = format!(
+                "control={} outcome=AR code=HNPS013E (journal failed: answer withheld)",
+                summary.control_id
+            );
+            summary = Summary::of(&settings.config, &opened.plaintext, &answer);
+        }
+    }
+    let outcome = line;
     let sealed_answer = envelope::seal(
         &peer.key,
         &peer.facility,
@@ -99,35 +200,10 @@ pub(super) async fn transaction(
         envelope::now_ms(),
         &answer,
     );
-    let summary = Summary::of(&settings.config, &opened.plaintext, &answer);
     let latency = started.elapsed();
     state
         .metrics
         .transaction(&summary.route, &summary.outcome, latency);
-    let blank = |v: &str| {
-        if v == "-" {
-            String::new()
-        } else {
-            v.to_owned()
-        }
-    };
-    state.audit.record(crate::gard::AuditRecord {
-        at: jiff::Timestamp::now(),
-        kind: crate::gard::AuditKind::Transaction,
-        facility: peer.facility.clone(),
-        peer: address.to_string(),
-        sending_application: summary.sending_application.clone(),
-        control_id: summary.control_id.clone(),
-        message_type: summary.message_type.clone(),
-        route: blank(&summary.route),
-        destination: blank(&summary.destination),
-        outcome: blank(&summary.outcome),
-        code: summary.code.clone(),
-        latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
-        request_bytes: opened.plaintext.len() as u64,
-        answer_bytes: answer.len() as u64,
-        detail: String::new(),
-    });
     log::info!(
         "facility={} {outcome} route={} destination={} answer={}{}{} in={} out={} ms={}",
         peer.facility,
@@ -150,9 +226,17 @@ pub(super) async fn transaction(
                 "sealing an answer for facility {} failed: {e}",
                 peer.facility
             );
-            refuse(Refusal::Internal)
+            refuse(Refusal::Internal).await
         }
     }
+}
+
+/// How long a transaction's journal row may take to commit: what is left of the
+/// sender's time, and at least a moment.
+fn journal_wait(started: Instant, client_timeout: Duration) -> Duration {
+    client_timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(200))
 }
 
 /// What a transaction was, for the metrics and the audit journal: ids, types, routes
@@ -213,6 +297,7 @@ async fn answer(
     address: SocketAddr,
     request: &[u8],
     client_timeout: Duration,
+    security: &mut Option<crate::gard::AuditRecord>,
 ) -> (Vec<u8>, String) {
     let settings = state.settings();
     let config = &settings.config;
@@ -255,9 +340,10 @@ async fn answer(
                 } else {
                     state.metrics.refused(Refused::Admission);
                 }
-                state.audit.security(
+                let row = crate::gard::AuditRecord::security(
                     &peer.facility,
                     &address.to_string(),
+                    "refused",
                     event,
                     format!(
                         "request refused {}: {} (control id {})",
@@ -266,6 +352,7 @@ async fn answer(
                         msg.as_ref().map(admit::control_id).unwrap_or_default()
                     ),
                 );
+                *security = Some(row);
             }
             return reject(msg.as_ref(), refused.code, refused.detail.as_deref());
         }
