@@ -9,6 +9,9 @@
 //! - **hnsecure**: the sandbox's gateway (HNGard, TLS 1.3 mutual authentication, envelope
 //!   both ways, HL7 checks, routing) and the simulator's `HNSIM-ECHO`, which answers with a
 //!   message as large as the request; N tasks share one client core.
+//! - **hnsecure, best-effort journal**: the same with `audit = "best-effort"`, whose answers
+//!   do not wait for their journal rows (the default, `required`, commits each row, in
+//!   groups, before its answer leaves): the difference is the journal's share.
 //! - **reference**: a bare tokio-rustls echo over the same TLS configuration (TLS 1.3,
 //!   ECDSA P-256, mutual authentication) that does the same four 3DES operations per
 //!   transaction (seal and open the request, seal and open the answer) and nothing else;
@@ -34,7 +37,7 @@ struct Options {
     seconds: u64,
     rounds: u64,
     size: usize,
-    /// `hnsecure` or `reference` to run one side only (for profiling).
+    /// `hnsecure`, `best-effort` or `reference` to run one side only (for profiling).
     only: Option<String>,
 }
 
@@ -287,12 +290,33 @@ fn main() {
         .expect("the sandbox starts");
         let config = ClientConfig::from_file(&sandbox.client_config()).unwrap();
         let client = AsyncClient::new(config).unwrap();
+        // The same sandbox with the journal written behind the traffic.
+        let best_effort_dir = dir.join("best-effort");
+        std::fs::create_dir_all(&best_effort_dir).unwrap();
+        let gate_toml = std::fs::read_to_string(sandbox.gate_config()).unwrap();
+        std::fs::write(
+            best_effort_dir.join("gate.toml"),
+            format!("audit = \"best-effort\"\n{gate_toml}"),
+        )
+        .unwrap();
+        let mut best_effort_sandbox = Sandbox::start(&SandboxOptions {
+            dir: best_effort_dir,
+            port: 0,
+            facility: "BC00000098".into(),
+        })
+        .await
+        .expect("the second sandbox starts");
+        let best_effort = AsyncClient::new(
+            ClientConfig::from_file(&best_effort_sandbox.client_config()).unwrap(),
+        )
+        .unwrap();
         // Warm up: connect, fill caches.
         for _ in 0..50 {
-            client
-                .send_receive(&message(hnapi::gate::sim::ECHO_APPLICATION, o.size), None)
-                .await
-                .unwrap();
+            for c in [&client, &best_effort] {
+                c.send_receive(&message(hnapi::gate::sim::ECHO_APPLICATION, o.size), None)
+                    .await
+                    .unwrap();
+            }
         }
         let _ = reference(1, Duration::from_millis(300), o.size).await;
 
@@ -309,10 +333,13 @@ fn main() {
         );
         let run = |side: &str| o.only.as_deref().is_none_or(|only| only == side);
         for senders in [o.senders, 1] {
-            let (mut ours, mut echo) = (Run::default(), Run::default());
+            let (mut ours, mut behind, mut echo) = (Run::default(), Run::default(), Run::default());
             for _ in 0..o.rounds {
                 if run("hnsecure") {
                     ours.add(hnsecure(&client, senders, duration, o.size).await);
+                }
+                if run("best-effort") {
+                    behind.add(hnsecure(&best_effort, senders, duration, o.size).await);
                 }
                 if run("reference") {
                     echo.add(reference(senders, duration, o.size).await);
@@ -321,11 +348,15 @@ fn main() {
             if run("hnsecure") {
                 ours.row(&format!("hnsecure, {senders} in flight"));
             }
+            if run("best-effort") {
+                behind.row(&format!("best-effort journal, {senders}"));
+            }
             if run("reference") {
                 echo.row(&format!("reference, {senders} in flight"));
             }
         }
         sandbox.stop().await;
+        best_effort_sandbox.stop().await;
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,12 +23,16 @@
 //! per kind, and each process's CPU time and peak resident memory; then the ceilings,
 //! measured in the same run: a bare rustls echo over loopback (TLS 1.3, mutual
 //! authentication, N×3 connections) and the 3DES envelope alone (seal and open of the
-//! request and of the answer, on every core). Last, a run at 1 KiB during which gateway A
-//! is killed (SIGKILL) and started again.
+//! request and of the answer, on every core). Then a run at 1 KiB during which gateway A
+//! is killed (SIGKILL) and started again, and one during which the directory's database
+//! is locked by another connection for a third of the run (at least 3 s).
 //!
 //! Checked, and the exit status is 1 when not so: every request got exactly one answer
 //! and its MSA-2 is the request's MSH-10; while A is down every kind of sender is still
-//! served by the receivers (failover); A serves again after its restart.
+//! served by the receivers (failover); A serves again after its restart; while the
+//! database is locked requests are answered `HNPS013E`, and the receivers answer again
+//! after; every request of the whole run that got its receiver's answer has exactly one
+//! journal row (facility, control id, outcome AA), and no control id has two.
 //!
 //! `--quick` (1 s phases, 2 senders of each kind) is how the test command runs it.
 
@@ -222,6 +226,8 @@ enum Outcome {
 
 struct Record {
     kind: &'static str,
+    /// The request's MSH-10.
+    control: String,
     /// When the request was sent, from the run's start.
     sent: Duration,
     latency: Duration,
@@ -274,6 +280,7 @@ async fn core_sender(
         };
         records.push(Record {
             kind,
+            control: field(&request, "MSH-10").unwrap_or_default(),
             sent: t - start,
             latency: t.elapsed(),
             outcome,
@@ -308,6 +315,7 @@ async fn mllp_sender(
                 Err(e) => {
                     records.push(Record {
                         kind: "mllp",
+                        control: field(&request, "MSH-10").unwrap_or_default(),
                         sent: t - start,
                         latency: t.elapsed(),
                         outcome: Outcome::Missing(format!("connect: {e}")),
@@ -344,6 +352,7 @@ async fn mllp_sender(
         };
         records.push(Record {
             kind: "mllp",
+            control: field(&request, "MSH-10").unwrap_or_default(),
             sent: t - start,
             latency: t.elapsed(),
             outcome,
@@ -360,6 +369,7 @@ async fn mllp_sender(
         {
             records.push(Record {
                 kind: "mllp",
+                control: String::new(),
                 sent: start.elapsed(),
                 latency: Duration::ZERO,
                 outcome: Outcome::Mismatch("an answer nobody asked for".into()),
@@ -532,6 +542,8 @@ async fn run(options: &Options, dir: &Path) -> Result<(), Vec<String>> {
     let _ = load(&system, options, 1024, 1).await;
 
     let mut failures = Vec::new();
+    // Every request of every phase, for the journal's check at the end.
+    let mut all = Vec::new();
     for size in [1024usize, 64 * 1024] {
         println!("\n{} KiB requests and answers", size / 1024);
         let mut pids = system.processes().to_vec();
@@ -540,6 +552,7 @@ async fn run(options: &Options, dir: &Path) -> Result<(), Vec<String>> {
         let (records, elapsed) = load(&system, options, size, options.seconds).await;
         failures.extend(report(&records, elapsed));
         usage.print(records.len(), elapsed);
+        let transactions = records.len();
         let connections = 3 * options.senders;
         let echo = tls_echo(
             connections,
@@ -559,12 +572,19 @@ async fn run(options: &Options, dir: &Path) -> Result<(), Vec<String>> {
         );
         println!(
             "  the system ran at {:.0}% of the envelope's ceiling and {:.1}% of the TLS echo's",
-            100.0 * records.len() as f64 / elapsed.as_secs_f64() / env,
-            100.0 * records.len() as f64 / elapsed.as_secs_f64() / echo.0
+            100.0 * transactions as f64 / elapsed.as_secs_f64() / env,
+            100.0 * transactions as f64 / elapsed.as_secs_f64() / echo.0
         );
+        all.extend(records);
     }
 
-    failures.extend(failover(&system, options).await);
+    let (problems, records) = failover(&system, options).await;
+    failures.extend(problems);
+    all.extend(records);
+    let (problems, records) = store_failure(&system, options).await;
+    failures.extend(problems);
+    all.extend(records);
+    failures.extend(journal_check(&system, &all));
     if failures.is_empty() {
         Ok(())
     } else {
@@ -573,7 +593,7 @@ async fn run(options: &Options, dir: &Path) -> Result<(), Vec<String>> {
 }
 
 /// A 1 KiB run during which gateway A is killed at a third and started at two thirds.
-async fn failover(system: &System, options: &Options) -> Vec<String> {
+async fn failover(system: &System, options: &Options) -> (Vec<String>, Vec<Record>) {
     let seconds = options.seconds.max(3) * 3 / 2;
     println!(
         "\nfailover: 1 KiB for {seconds} s; gateway A killed (SIGKILL) at a third, started again at two thirds"
@@ -632,6 +652,130 @@ async fn failover(system: &System, options: &Options) -> Vec<String> {
             failures.push(format!("{name} died"));
         }
     }
+    (failures, records)
+}
+
+/// A 1 KiB run during which the directory's database is locked (another connection's
+/// exclusive transaction, as a stuck backup holds it) from a third to two thirds: every
+/// request is answered — `HNPS013E` from the gateways while their journal cannot be
+/// written — and the receivers answer again, journaled, once it is released.
+async fn store_failure(system: &System, options: &Options) -> (Vec<String>, Vec<Record>) {
+    // The lock must outlast the journal's wait for it (2 s) to make it fail.
+    let seconds = (options.seconds.max(3) * 3 / 2).max(10);
+    println!(
+        "
+store failure: 1 KiB for {seconds} s; the directory's database locked at a third, released at two thirds"
+    );
+    let third = Duration::from_secs_f64(seconds as f64 / 3.0);
+    let db = system.dir.join("gard").join("gard.db");
+    let chaos = async {
+        let t0 = Instant::now();
+        tokio::time::sleep(third).await;
+        let lock = tokio::task::spawn_blocking(move || {
+            let c = rusqlite::Connection::open(&db).expect("the directory's database");
+            c.busy_timeout(Duration::from_secs(10))
+                .expect("busy timeout");
+            c.execute_batch("BEGIN EXCLUSIVE").expect("the lock");
+            c
+        })
+        .await
+        .expect("locking");
+        let locked = t0.elapsed();
+        tokio::time::sleep(third).await;
+        lock.execute_batch("ROLLBACK").expect("the release");
+        (locked, t0.elapsed())
+    };
+    let ((records, elapsed), (locked, released)) =
+        tokio::join!(load(system, options, 1024, seconds), chaos);
+    let mut failures = report(&records, elapsed);
+    let refused = records
+        .iter()
+        .filter(|r| matches!(&r.outcome, Outcome::Ack(code) if code == "HNPS013E"))
+        .count();
+    let after = records
+        .iter()
+        .filter(|r| r.sent > released + Duration::from_millis(1500))
+        .filter(|r| matches!(r.outcome, Outcome::Receiver))
+        .count();
+    let others: BTreeMap<String, usize> = records
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Ack(code) if code != "HNPS013E" => Some(code.clone()),
+            _ => None,
+        })
+        .fold(BTreeMap::new(), |mut m, c| {
+            *m.entry(c).or_default() += 1;
+            m
+        });
+    println!(
+        "  locked at {:.1} s, released at {:.1} s: {refused} answered HNPS013E, {after} answered by receivers after; other network ACKs: {others:?}",
+        locked.as_secs_f64(),
+        released.as_secs_f64()
+    );
+    if refused == 0 {
+        failures.push(
+            "store failure: no request was answered HNPS013E while the journal was locked".into(),
+        );
+    }
+    if after == 0 {
+        failures.push("store failure: the receivers did not answer again after the release".into());
+    }
+    (failures, records)
+}
+
+/// Every request of the run that got a receiver's answer has exactly one row in the
+/// journal (facility, control id, outcome), and no row is there twice.
+fn journal_check(system: &System, records: &[Record]) -> Vec<String> {
+    let gard = match hnapi::gard::Gard::open(&system.dir.join("gard")) {
+        Ok(gard) => gard,
+        Err(e) => return vec![format!("journal: the directory does not open: {e}")],
+    };
+    let filter = hnapi::gard::AuditFilter {
+        kind: Some(hnapi::gard::AuditKind::Transaction),
+        facility: Some(FACILITY.to_owned()),
+        ..hnapi::gard::AuditFilter::default()
+    };
+    let rows = match gard.audit(&filter) {
+        Ok(rows) => rows,
+        Err(e) => return vec![format!("journal: cannot be read: {e}")],
+    };
+    let mut by_control: BTreeMap<&str, Vec<&hnapi::gard::AuditRecord>> = BTreeMap::new();
+    for row in &rows {
+        by_control
+            .entry(row.control_id.as_str())
+            .or_default()
+            .push(row);
+    }
+    let mut failures = Vec::new();
+    let mut answered = 0;
+    for r in records
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Receiver))
+    {
+        answered += 1;
+        match by_control.get(r.control.as_str()).map(Vec::as_slice) {
+            Some([row]) if row.outcome == "AA" => {}
+            found => failures.push(format!(
+                "journal: {} request {} answered by its receiver has {} row(s)",
+                r.kind,
+                r.control,
+                found.map_or(0, <[_]>::len)
+            )),
+        }
+    }
+    let twice = by_control.values().filter(|v| v.len() > 1).count();
+    if twice > 0 {
+        failures.push(format!(
+            "journal: {twice} control id(s) journaled more than once"
+        ));
+    }
+    println!(
+        "
+journal: {answered} requests answered by their receivers in the run, {} rows; {} without exactly one row, {twice} journaled twice",
+        rows.len(),
+        failures.len().saturating_sub(usize::from(twice > 0))
+    );
+    failures.truncate(10);
     failures
 }
 
