@@ -42,12 +42,26 @@ pub fn run(args: GateArgs) -> Result<(), Failure> {
     }
     let runtime =
         daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
+    let journal = match (config.audit, config.audit_sync) {
+        (hnapi::gate::AuditMode::Required, sync) => format!(
+            "journal required (answers wait for their rows; audit_sync {})",
+            if sync == hnapi::gate::AuditSync::Full {
+                "full"
+            } else {
+                "normal"
+            }
+        ),
+        (hnapi::gate::AuditMode::BestEffort, _) => {
+            "journal best-effort (rows may be lost if the store fails or the gateway dies)"
+                .to_owned()
+        }
+    };
     runtime.block_on(async {
         let gate = Gate::bind(config)
             .await
             .map_err(|e| Failure::Input(Some(e.to_string())))?;
         let addr = gate.local_addr();
-        log::info!("gateway listening on {addr}");
+        log::info!("gateway listening on {addr}; {journal}");
         if let Some(metrics) = gate.metrics_addr() {
             log::info!("metrics at http://{metrics}/metrics");
         }
