@@ -53,6 +53,35 @@ pub struct Sandbox {
     dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<Result<(), GateError>>>,
+    reloader: crate::gate::Reloader,
+    listen: SocketAddr,
+}
+
+/// Reloads a running sandbox's `gate.toml` ([`Sandbox::reloader`]).
+#[derive(Clone)]
+pub struct SandboxReloader {
+    reloader: crate::gate::Reloader,
+    gate_toml: PathBuf,
+    listen: SocketAddr,
+}
+
+impl SandboxReloader {
+    /// The configuration file it reads.
+    pub fn gate_config(&self) -> &Path {
+        &self.gate_toml
+    }
+
+    /// Reads `gate.toml` again and puts it in force (its `listen` stays the sandbox's
+    /// address); a configuration with a mistake is refused and the running one stays.
+    /// Returns the reload's summary.
+    pub fn reload(&self) -> Result<String, SandboxError> {
+        let mut config =
+            GateConfig::from_file(&self.gate_toml).map_err(|e| fail("gate.toml")(&e))?;
+        config.listen = self.listen;
+        self.reloader
+            .reload(config)
+            .map_err(|e| fail("gate.toml")(&e))
+    }
 }
 
 /// Why a sandbox could not start.
@@ -99,8 +128,10 @@ impl Sandbox {
         }
         let mut config = GateConfig::from_file(&gate_toml).map_err(|e| fail("gate.toml")(&e))?;
         config.listen = SocketAddr::from(([127, 0, 0, 1], options.port));
+        let listen = config.listen;
         let gate = Gate::bind(config).await.map_err(|e| fail("gateway")(&e))?;
         let addr = gate.local_addr();
+        let reloader = gate.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(gate.run(async {
             let _ = stopped.await;
@@ -110,6 +141,8 @@ impl Sandbox {
             dir: dir.clone(),
             stop: Some(stop),
             serving: Some(serving),
+            reloader,
+            listen,
         };
         if let Err(e) = sandbox.ensure_facility(&gard, &options.facility).await {
             sandbox.stop().await;
@@ -220,6 +253,16 @@ impl Sandbox {
     /// The gateway's `gate.toml`.
     pub fn gate_config(&self) -> PathBuf {
         self.dir.join("gate.toml")
+    }
+
+    /// What reads `gate.toml` again and puts it in force, as `hnsecure gate` does on
+    /// SIGHUP; it may be moved to another task.
+    pub fn reloader(&self) -> SandboxReloader {
+        SandboxReloader {
+            reloader: self.reloader.clone(),
+            gate_toml: self.gate_config(),
+            listen: self.listen,
+        }
     }
 
     /// The sandbox's folder.

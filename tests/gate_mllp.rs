@@ -26,6 +26,7 @@ use hnapi::client::Client;
 /// | `cut` | writes half an answer and closes |
 /// | `junk` | answers a frame that is not HL7 |
 /// | `close` | answers AA, then closes (as python's hl7apy MLLPServer does) |
+/// | `lazyclose-N` | answers AA, then closes N % 10 ms later (as hl7apy does on a busy machine) |
 /// | `stray-now` | answers AA with the start of another frame in the same write |
 /// | `stray-later` | answers AA, then 50 ms later writes the start of another frame |
 /// | `stray-space` | answers AA, then 50 ms later writes CR LF |
@@ -111,7 +112,10 @@ fn serve(mut stream: impl Read + Write, stopping: &AtomicBool) {
             .into_bytes()
         };
         let frame_of = |m: &[u8]| [&[0x0B][..], m, &[0x1C, 0x0D]].concat();
-        let reply = if control.starts_with("ok") || control.starts_with("close") {
+        let reply = if control.starts_with("ok")
+            || control.starts_with("close")
+            || control.starts_with("lazyclose")
+        {
             frame_of(&ack(&control))
         } else if control.starts_with("late") {
             std::thread::sleep(Duration::from_secs(3));
@@ -155,6 +159,11 @@ fn serve(mut stream: impl Read + Write, stopping: &AtomicBool) {
             return;
         }
         if control.starts_with("close") {
+            return;
+        }
+        if let Some(n) = control.strip_prefix("lazyclose-") {
+            let n: u64 = n.parse().unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(n % 10));
             return;
         }
     }
@@ -501,6 +510,110 @@ fn a_receiver_that_closes_after_each_answer_answers_every_request() {
         assert_answered(&answer, &control);
     }
     assert_eq!(receiver.connections.load(Ordering::Relaxed), 50);
+}
+
+/// A receiver that closes a little while after each answer: the close is not there yet
+/// when a quick sender's next request comes, so no check before reuse can see it. The
+/// destination learns that its receiver closes and keeps no connection: a thousand
+/// requests, every one answered by the receiver, none `TXFR024E`.
+#[test]
+fn a_receiver_that_closes_a_while_after_each_answer_answers_a_thousand_requests() {
+    let receiver = Receiver::start(None);
+    let system = System::start_with(
+        "gate-mllp-lazyclose",
+        Some(&gate_toml(&mllp_route("LAB", receiver.addr, ""))),
+    );
+    let client = Client::open_file(&system.client_config()).unwrap();
+    for i in 0..1000 {
+        let control = format!("lazyclose-{i}");
+        let answer = client
+            .send_receive(&request("LAB", &control), None)
+            .unwrap()
+            .bytes;
+        assert_answered(&answer, &control);
+    }
+    // Each on a connection of its own, none on a connection the receiver was closing.
+    assert_eq!(receiver.connections.load(Ordering::Relaxed), 1000);
+}
+
+/// A receiving system written in Python, `tests/python/receivers.py KIND`, killed when dropped.
+struct PythonReceiver {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl PythonReceiver {
+    fn start(kind: &str) -> Self {
+        use std::io::BufRead;
+        let python = common::differential::python();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/receivers.py");
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .arg(kind)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{kind}: no ready line: {line:?}"));
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for PythonReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `n` requests to `application` one after another (each as soon as the one before
+/// is answered) and returns the receiver's MSH-10s (which count its connections).
+fn send_in_a_row(system: &System, application: &str, n: usize) -> Vec<String> {
+    let client = Client::open_file(&system.client_config()).unwrap();
+    (0..n)
+        .map(|i| {
+            let control = format!("{application}-{i}");
+            let answer = client
+                .send_receive(&request(application, &control), None)
+                .unwrap()
+                .bytes;
+            let text = String::from_utf8_lossy(&answer);
+            assert_ne!(get(&answer, "MSH-3"), "HNGATE", "request {i}: {text}");
+            assert_eq!(get(&answer, "MSA-1"), "AA", "{text}");
+            assert_eq!(get(&answer, "MSA-2"), control, "{text}");
+            get(&answer, "MSH-10")
+        })
+        .collect()
+}
+
+/// hl7apy's own `MLLPServer` (which closes after each answer) behind a pooled route, and
+/// python-hl7's asyncio server (which keeps its connections) behind another: every
+/// request answered by the receiver; the one that keeps its connections is sent them all
+/// on one.
+#[test]
+fn python_receiving_systems_of_each_kind_behind_pooled_routes() {
+    let closes = PythonReceiver::start("hl7apy");
+    let keeps = PythonReceiver::start("hl7");
+    let routes = mllp_route("HL7APY", closes.addr, "") + &mllp_route("PYHL7", keeps.addr, "");
+    let system = System::start_with("gate-mllp-python", Some(&gate_toml(&routes)));
+    let connections = send_in_a_row(&system, "HL7APY", 1000);
+    // hl7apy answers one message a connection.
+    let distinct: std::collections::BTreeSet<_> = connections.iter().collect();
+    assert_eq!(distinct.len(), 1000);
+    let connections = send_in_a_row(&system, "PYHL7", 200);
+    assert!(
+        connections.iter().all(|c| c == "C1"),
+        "one pooled connection: {connections:?}"
+    );
 }
 
 #[test]

@@ -1419,3 +1419,72 @@ fn the_binary_refuses_a_bad_configuration_clearly() {
     assert!(err.contains("missing.toml"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// HNClient V2's point-of-service sender writes a length before the message
+/// (`00000352MSH|…`), and HNClient V2's listener dropped everything before `MSH`: so does
+/// this one, logging how many bytes, never what they were.
+#[test]
+fn hl7xfer_drops_bytes_before_the_first_msh_as_hnclient_v2_did() {
+    let system = System::start("relay-xfer-prefix");
+    let mut daemon = Daemon::start(&system, "", "");
+    let req = echo_request("NTE|||after a length prefix\r");
+    let prefixed = [format!("{:08}", req.len()).as_bytes(), &req].concat();
+    let answer = originate(daemon.hl7xfer, &prefixed);
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(get(&answer, "MSA-1"), "AA", "{text}");
+    assert_eq!(get(&answer, "MSA-2"), get(&req, "MSH-10"), "{text}");
+    // The receiver got the message from its MSH on: the echo ends with its segments.
+    assert!(answer.ends_with(b"NTE|||after a length prefix\r"), "{text}");
+    let line = captured::wait_for(
+        &[
+            "hl7xfer 127.0.0.1:",
+            "8 byte(s) before the first MSH dropped",
+        ],
+        Duration::from_secs(5),
+    )
+    .expect("a warning in the log");
+    assert!(line.starts_with("WARN "), "{line}");
+    assert!(!line.contains(&format!("{:08}", req.len())), "{line}");
+    daemon.stop(&system);
+}
+
+/// A sender silent in the middle of a message is answered `read_timeout_secs` after its
+/// last byte, as the README says, on both listeners (the MLLP listener took up to twice
+/// as long).
+#[test]
+fn a_sender_silent_mid_message_is_answered_after_read_timeout_secs_on_both_listeners() {
+    let system = System::start("relay-stall-timing");
+    let mut daemon = Daemon::start(&system, "", "read_timeout_secs = 2");
+    let req = echo_request("NTE|||stalls\r");
+    let within =
+        |took: Duration| took >= Duration::from_millis(1900) && took < Duration::from_millis(2900);
+
+    // MLLP: half a frame, then nothing.
+    let mut mllp = TcpStream::connect(daemon.mllp).unwrap();
+    mllp.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let frame = mllp_frame(&req);
+    // A first message whole, so that the wait for the next began before it (the old
+    // listener counted from there, and answered up to twice read_timeout_secs late).
+    mllp.write_all(&frame).unwrap();
+    assert_eq!(get(&mllp_read(&mut mllp), "MSA-1"), "AA");
+    std::thread::sleep(Duration::from_millis(500));
+    mllp.write_all(&frame[..frame.len() / 2]).unwrap();
+    let started = Instant::now();
+    let answer = mllp_read(&mut mllp);
+    let took = started.elapsed();
+    assert_hnclient_ar(&answer, NetworkCode::Txfr039E);
+    assert!(within(took), "MLLP: {took:?}");
+
+    // HL7Xfer: a length announcing more than comes.
+    let started = Instant::now();
+    let answer = Originator::connect(daemon.hl7xfer).exchange(
+        &req,
+        Fault::Announce(req.len() as u64 + 100),
+        false,
+    );
+    let took = started.elapsed();
+    assert_hnclient_ar(&answer, NetworkCode::Txfr039E);
+    assert!(within(took), "HL7Xfer: {took:?}");
+    daemon.stop(&system);
+}

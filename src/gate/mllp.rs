@@ -10,12 +10,29 @@
 //!
 //! Just before an idle connection carries a request it is checked, and dropped (the
 //! request then takes another, or a new one) when the receiver sent anything on it since
-//! its last answer: bytes, or a close (many receivers, python's hl7apy among them, close
-//! after each answer). The check asks the socket itself, not tokio's record of its
-//! readiness, which lags when the reactor has not run since the bytes came; over TLS it
-//! also looks at what rustls has decrypted and not yet handed over. A close that is still
-//! on its way when the request is written cannot be seen by anyone: that request fails
-//! (`TXFR024E`) and is not sent again, since the receiver may have taken it.
+//! its last answer: bytes, or a close. The check asks the socket itself, not tokio's
+//! record of its readiness, which lags when the reactor has not run since the bytes came;
+//! over TLS it also looks at what rustls has decrypted and not yet handed over.
+//!
+//! No check can see a close the receiver has not made yet. Many receivers close after
+//! each answer (python's hl7apy `MLLPServer` among them), some a little while after
+//! writing it: hl7apy's socket is only closed when its handler's buffered files are, and
+//! on a busy machine that can come a few milliseconds after the answer, after a quick
+//! sender's next request was written. That request reached the receiver's socket but never
+//! its application, which then closes the connection with unread data: a reset, and an
+//! AR `TXFR024E` although the receiver never saw the request. So each destination learns
+//! its receiver's habit ([`Habit`]): until a connection has been seen kept open after an
+//! answer, an idle connection is reused only once it has waited [`SETTLE`] (time for a
+//! closing receiver's close to arrive, and be seen by the check; a request that finds only
+//! younger ones waits for the oldest, once); once a connection was found closed soon after
+//! its answer, or lost on reuse, connections are not kept at all for [`RELEARN`], then the
+//! habit is learnt again.
+//!
+//! A request that certainly did not reach the receiver — the connection failed while it
+//! was being written, so its frame's end never left — is sent once more, on a new
+//! connection. One that may have arrived (written whole, then the connection closed or
+//! reset with nothing read back) is never sent twice (Volume 5, 2.4.8): it is answered
+//! `TXFR024E`.
 //!
 //! A request that MLLP cannot frame unambiguously (one holding `0x0B` or `0x1C`) is not
 //! sent: [`MllpFailure::Unframeable`].
@@ -153,6 +170,16 @@ struct Idle {
 
 /// How long a connection may sit idle in the pool before it is closed.
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// While a destination's [`Habit`] is unknown, how long an idle connection waits in the
+/// pool before it may carry a request: a receiver that closes after each answer has
+/// closed it by then.
+const SETTLE: Duration = Duration::from_millis(200);
+/// A connection found closed within this time of its answer shows a receiver that closes
+/// after each answer (one that closes idle connections takes longer).
+const CLOSE_EVIDENCE: Duration = Duration::from_secs(2);
+/// How long a destination whose receiver closes after each answer keeps no connections
+/// before trying again (the receiving system may have been replaced).
+const RELEARN: Duration = Duration::from_secs(600);
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -194,6 +221,38 @@ impl std::fmt::Display for MllpFailure {
     }
 }
 
+/// What a destination has seen its receiver do with a connection after an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Habit {
+    /// Nothing yet: an idle connection is reused only after [`SETTLE`].
+    Unknown,
+    /// A connection was kept open after an answer and carried another request: idle
+    /// connections are reused at once.
+    Keeps,
+    /// A connection was found closed soon after its answer, or lost on reuse, at this
+    /// time: no connection is kept until [`RELEARN`] has passed.
+    Closes(Instant),
+}
+
+impl Habit {
+    /// The habit as it stands now (a `Closes` older than [`RELEARN`] is forgotten).
+    fn now(self) -> Self {
+        match self {
+            Self::Closes(since) if since.elapsed() >= RELEARN => Self::Unknown,
+            other => other,
+        }
+    }
+}
+
+/// How one attempt to carry a request ended without an answer.
+enum Attempt {
+    /// The connection failed while the request was written: its frame's end never left,
+    /// so the receiver cannot have taken it.
+    NotSent(String),
+    /// Anything else: the receiver may have taken the request.
+    Failed(MllpFailure),
+}
+
 struct Backoff {
     failures: u32,
     until: Option<Instant>,
@@ -206,6 +265,7 @@ pub struct MllpDestination {
     tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
     max_frame: usize,
     pool: Mutex<Vec<Idle>>,
+    habit: Mutex<Habit>,
     backoff: Mutex<Backoff>,
 }
 
@@ -242,6 +302,7 @@ impl MllpDestination {
             tls,
             max_frame,
             pool: Mutex::new(Vec::new()),
+            habit: Mutex::new(Habit::Unknown),
             backoff: Mutex::new(Backoff {
                 failures: 0,
                 until: None,
@@ -255,7 +316,8 @@ impl MllpDestination {
     }
 
     /// Sends `request` (whose MSH-10 is `control_id`) and returns the receiver's answer,
-    /// within `timeout`.
+    /// within `timeout`. A request that certainly did not reach the receiver is sent once
+    /// more, on a new connection (see the module's documentation).
     pub async fn call(
         &self,
         request: &[u8],
@@ -266,32 +328,78 @@ impl MllpDestination {
         // Framed before any connection is taken: a request that cannot be framed opens none.
         let mut frame = Vec::with_capacity(request.len() + 3);
         mllp::encode(request, &mut frame).map_err(MllpFailure::Unframeable)?;
-        let mut reader = match self.idle() {
-            Some(reader) => reader,
-            None => self.connect(deadline).await?,
+        let (reader, reused) = match self.idle(deadline).await {
+            Some(reader) => (reader, true),
+            None => (self.connect(deadline).await?, false),
         };
+        let why = match self.attempt(reader, &frame, control_id, deadline).await {
+            Ok(answer) => {
+                if reused {
+                    self.learn(Habit::Keeps);
+                }
+                return Ok(answer);
+            }
+            Err(Attempt::Failed(failure)) => {
+                if reused && matches!(failure, MllpFailure::Closed(_)) {
+                    self.learn(Habit::Closes(Instant::now()));
+                }
+                return Err(failure);
+            }
+            Err(Attempt::NotSent(why)) => why,
+        };
+        if reused {
+            self.learn(Habit::Closes(Instant::now()));
+        }
+        log::info!(
+            "{}: the connection failed while a request was written ({why}); sent again on a new connection",
+            self.name
+        );
+        let reader = self.connect(deadline).await?;
+        match self.attempt(reader, &frame, control_id, deadline).await {
+            Ok(answer) => Ok(answer),
+            Err(Attempt::Failed(failure)) => Err(failure),
+            Err(Attempt::NotSent(why)) => Err(MllpFailure::Closed(why)),
+        }
+    }
+
+    /// Writes `frame` on `reader` and reads its answer, within `deadline`; gives the
+    /// connection back to the pool when the answer is the request's.
+    async fn attempt(
+        &self,
+        mut reader: MllpReader<Stream>,
+        frame: &[u8],
+        control_id: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, Attempt> {
         let exchange = async {
-            reader
-                .get_mut()
-                .write_all(&frame)
-                .await
-                .map_err(|e| MllpFailure::Closed(e.to_string()))?;
+            let written = async {
+                let stream = reader.get_mut();
+                stream.write_all(frame).await?;
+                // Over TLS the last records may still be in rustls: a failure to send
+                // them is a failure while writing too.
+                stream.flush().await
+            };
+            if let Err(e) = written.await {
+                return Err(Attempt::NotSent(e.to_string()));
+            }
             match reader.next().await {
                 Ok(Some(answer)) => Ok(answer),
-                Ok(None) => Err(MllpFailure::Closed("closed by the receiver".into())),
-                Err(e) => Err(MllpFailure::Closed(e.to_string())),
+                Ok(None) => Err(Attempt::Failed(MllpFailure::Closed(
+                    "closed by the receiver".into(),
+                ))),
+                Err(e) => Err(Attempt::Failed(MllpFailure::Closed(e.to_string()))),
             }
         };
         let answer = match tokio::time::timeout_at(deadline.into(), exchange).await {
             Ok(result) => result?,
             // Dropping the connection here is what keeps the late answer from anyone.
-            Err(_) => return Err(MllpFailure::TimedOut),
+            Err(_) => return Err(Attempt::Failed(MllpFailure::TimedOut)),
         };
         let Ok(parsed) = Message::parse(&answer) else {
-            return Err(MllpFailure::NotHl7);
+            return Err(Attempt::Failed(MllpFailure::NotHl7));
         };
         let Some(msa2) = parsed.raw(&Path::new(*b"MSA", 2)).map(<[u8]>::to_vec) else {
-            return Err(MllpFailure::NotHl7);
+            return Err(Attempt::Failed(MllpFailure::NotHl7));
         };
         // MSA-2 may carry components in some systems; the first is the control id.
         let first = msa2
@@ -299,22 +407,69 @@ impl MllpDestination {
             .next()
             .unwrap_or_default();
         if first != control_id {
-            return Err(MllpFailure::WrongAnswer {
+            return Err(Attempt::Failed(MllpFailure::WrongAnswer {
                 msa2: String::from_utf8_lossy(&msa2).into_owned(),
-            });
+            }));
         }
         self.give_back(reader);
         Ok(answer)
     }
 
+    /// Records what the receiver was seen to do; learning that it closes empties the pool.
+    fn learn(&self, seen: Habit) {
+        let mut habit = self.habit.lock().unwrap_or_else(|e| e.into_inner());
+        let before = habit.now();
+        *habit = seen;
+        drop(habit);
+        match (before, seen) {
+            (Habit::Closes(_), Habit::Closes(_)) | (Habit::Keeps, Habit::Keeps) => {}
+            (_, Habit::Closes(_)) => {
+                log::info!(
+                    "{}: the receiver closes its connections after an answer; none kept for {} s",
+                    self.name,
+                    RELEARN.as_secs()
+                );
+                self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            (_, _) => log::debug!("{}: the receiver keeps its connections open", self.name),
+        }
+    }
+
+    fn habit(&self) -> Habit {
+        self.habit.lock().unwrap_or_else(|e| e.into_inner()).now()
+    }
+
     /// An idle connection that is still open and quiet, if the pool has one. Anything
     /// the receiver sent while the connection was idle (a close, stray bytes, an answer
     /// nobody waits for any more) disqualifies it; the caller writes at once after this.
-    fn idle(&self) -> Option<MllpReader<Stream>> {
+    /// Unless the receiver is known to keep its connections, only one that has waited
+    /// [`SETTLE`] is taken: when all are younger, this waits for the oldest to be old
+    /// enough (once in a destination's life, or after [`RELEARN`]), unless that is past
+    /// `deadline`.
+    async fn idle(&self, deadline: Instant) -> Option<MllpReader<Stream>> {
+        enum Pick {
+            Take(Idle),
+            WaitUntil(Instant),
+        }
         loop {
-            let idle = {
+            let keeps = self.habit() == Habit::Keeps;
+            let pick = {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                pool.pop()?
+                if keeps {
+                    Pick::Take(pool.pop()?)
+                } else if let Some(i) = pool.iter().rposition(|i| i.since.elapsed() >= SETTLE) {
+                    Pick::Take(pool.remove(i))
+                } else {
+                    Pick::WaitUntil(pool.iter().map(|i| i.since).min()? + SETTLE)
+                }
+            };
+            let idle = match pick {
+                Pick::Take(idle) => idle,
+                Pick::WaitUntil(when) if when < deadline => {
+                    tokio::time::sleep_until(when.into()).await;
+                    continue;
+                }
+                Pick::WaitUntil(_) => return None,
             };
             if idle.since.elapsed() > IDLE_LIMIT {
                 continue;
@@ -324,6 +479,9 @@ impl MllpDestination {
                 IdleState::Quiet => return Some(reader),
                 IdleState::Closed => {
                     log::debug!("{}: an idle connection was closed", self.name);
+                    if idle.since.elapsed() < CLOSE_EVIDENCE {
+                        self.learn(Habit::Closes(Instant::now()));
+                    }
                 }
                 IdleState::Bytes => log::warn!(
                     "{}: unexpected bytes on an idle connection; connection dropped",
@@ -337,10 +495,13 @@ impl MllpDestination {
     }
 
     fn give_back(&self, reader: MllpReader<Stream>) {
-        if !reader.is_between_frames() {
+        if !reader.is_between_frames() || matches!(self.habit(), Habit::Closes(_)) {
             return;
         }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        // Connections that waited too long are closed here too: while the habit is
+        // unknown, young ones are passed over and may otherwise linger.
+        pool.retain(|i| i.since.elapsed() <= IDLE_LIMIT);
         if pool.len() < self.target.pool_size {
             pool.push(Idle {
                 reader,

@@ -14,6 +14,7 @@ use super::codes::NetworkCode;
 use super::delimiters::Delimiters;
 use super::message::Message;
 use super::path::Path;
+use super::time::new_control_id;
 
 /// MSA-1, the acknowledgment code (Volume 5, 2.4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -234,8 +235,14 @@ impl NetworkComponent {
 /// has one. Then `MSA|AR|<request MSH-10>|<code text>`.
 /// `detail` completes texts that name something (the application of `HNPS005E`).
 ///
-/// Without a readable request (no message, no MSH, unusable delimiters) the copied
-/// fields are blank, the delimiters are `|^~\&`, and MSH-11/12 are `P` and `2.3`.
+/// The answer is always a whole HL7 message, whatever the request lacked: without a
+/// request MSH-10 (no message, no MSH, an MSH cut short, or an empty MSH-10) MSH-10 is a
+/// fresh control id ([`new_control_id`]: the time and a
+/// sequence number, as the simulator makes its own), and an absent or empty MSH-11 or MSH-12 is
+/// [`DEFAULT_PROCESSING_ID`] or [`DEFAULT_VERSION`]. MSA-2 stays the request's MSH-10,
+/// empty when it had none: it names the request answered, and there was none to name.
+/// Without a readable request (no message, no MSH, unusable delimiters) the other copied
+/// fields are blank and the delimiters are `|^~\&`.
 pub fn network_ack(
     request: Option<&Message<'_>>,
     component: NetworkComponent,
@@ -255,6 +262,12 @@ pub fn network_ack(
     )
 }
 
+/// MSH-11 of a network ACK whose request gives none: `P` (production).
+pub const DEFAULT_PROCESSING_ID: &str = "P";
+/// MSH-12 of a network ACK whose request gives none: `2.3`, the version of Volume 5's
+/// messages.
+pub const DEFAULT_VERSION: &str = "2.3";
+
 /// A network ACK as [`network_ack`] builds it, with MSA-1 `ack` instead of `AR`: the
 /// gateway answers a duplicate (2.4.8) with `AE`, since the request was well-formed and
 /// the sender must not simply send it again.
@@ -273,6 +286,11 @@ pub fn network_ack_as(
         Some(r) => copied(r, ack, n),
         None => Leaf::from(default),
     };
+    // The request's field when it has one, else `default`.
+    let copy_or = |ack: &MessageBuilder, n: u32, default: &dyn Fn() -> String| match request {
+        Some(r) if r.msh(n).is_present() => copied(r, ack, n),
+        _ => Leaf::from(default()),
+    };
     let msh = [
         (3, Leaf::from(component.as_str())),
         (4, Leaf::from(facility)),
@@ -281,9 +299,9 @@ pub fn network_ack_as(
         (7, Leaf::from(timestamp)),
         (8, copy(&ack, 8, "")),
         (9, Leaf::from("ACK")),
-        (10, copy(&ack, 10, "")),
-        (11, copy(&ack, 11, "P")),
-        (12, copy(&ack, 12, "2.3")),
+        (10, copy_or(&ack, 10, &new_control_id)),
+        (11, copy_or(&ack, 11, &|| DEFAULT_PROCESSING_ID.to_owned())),
+        (12, copy_or(&ack, 12, &|| DEFAULT_VERSION.to_owned())),
     ];
     for (n, value) in msh {
         ack.msh().set(n, value);
@@ -393,10 +411,49 @@ mod tests {
             None,
             "T",
         );
-        assert_eq!(
-            ack,
-            b"MSH|^~\\&|HNGATE|BC01000018|||T||ACK||P|2.3\rMSA|AR||VLDT004E No HL7 Message was supplied as input\r"
+        let text = String::from_utf8(ack).unwrap();
+        let (head, tail) = text.split_at(32);
+        assert_eq!(head, "MSH|^~\\&|HNGATE|BC01000018|||T||");
+        // MSH-10 a fresh control id; MSA-2 empty: there was no request id to name.
+        let id = &tail[4..24];
+        assert!(
+            tail.starts_with("ACK|") && id.bytes().all(|b| b.is_ascii_digit()),
+            "{text}"
         );
+        assert_eq!(
+            &tail[24..],
+            "|P|2.3\rMSA|AR||VLDT004E No HL7 Message was supplied as input\r"
+        );
+    }
+
+    #[test]
+    fn network_ack_fills_what_a_short_msh_lacks() {
+        // An MSH cut after MSH-9 (HNPS002E): fresh MSH-10, default MSH-11/12.
+        let req = Message::parse(b"MSH|^~\\&|A|F|B|G|1||R03").unwrap();
+        let ack = network_ack(
+            Some(&req),
+            NetworkComponent::Hnclient,
+            "F9",
+            NetworkCode::Hnps002E,
+            None,
+            "T",
+        );
+        let parsed = Message::parse(&ack).unwrap();
+        let field = |n| parsed.msh(n).data().unwrap_or_default().to_vec();
+        assert_eq!(field(10).len(), 20);
+        assert_eq!((field(11), field(12)), (b"P".to_vec(), b"2.3".to_vec()));
+        assert!(ack.ends_with(b"\rMSA|AR||HNPS002E Invalid MSH segment format\r"));
+        // What the request has is copied, as before.
+        let req = Message::parse(b"MSH|^~\\&|A|F|B|G|1||R03|42|T|2.4").unwrap();
+        let ack = network_ack(
+            Some(&req),
+            NetworkComponent::Hnclient,
+            "F9",
+            NetworkCode::Hnps002E,
+            None,
+            "T",
+        );
+        assert!(ack.starts_with(b"MSH|^~\\&|HNCLIENT|F9|A|F|T||ACK|42|T|2.4\r"));
     }
 
     #[test]

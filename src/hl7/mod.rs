@@ -37,8 +37,8 @@ mod path;
 mod time;
 
 pub use ack::{
-    AckCode, AckError, AppError, CodeSeverity, NetworkComponent, application_ack, network_ack,
-    network_ack_as,
+    AckCode, AckError, AppError, CodeSeverity, DEFAULT_PROCESSING_ID, DEFAULT_VERSION,
+    NetworkComponent, application_ack, network_ack, network_ack_as,
 };
 pub use builder::{Leaf, MessageBuilder, SegmentBuilder};
 pub use check::{

@@ -16,7 +16,8 @@ simulator), a registered facility with client.toml and its credential. Later run
 When it serves, it prints exactly one line on standard output:\n\
   ready gate=HOST:PORT client_config=PATH server_config=PATH\n\
 server.toml is for a demo server application (an HNAPI receiving system) serving HNAPI-DEMO.\n\
-then serves until SIGINT or SIGTERM. Send to it with: hnsecure send --config PATH FILE"
+then serves until SIGINT or SIGTERM. On SIGHUP it reads DIR/gate.toml again, as hnsecure gate does.\n\
+Send to it with: hnsecure send --config PATH FILE"
 )]
 pub struct SandboxArgs {
     /// The sandbox's folder.
@@ -58,9 +59,36 @@ pub fn run(args: SandboxArgs) -> Result<(), Failure> {
         drop(out);
         let result = tokio::select! {
             () = daemon::shutdown_signal() => Ok(()),
+            () = reload_on_sighup(sandbox.reloader()) => Ok(()),
             r = sandbox.wait() => r.map_err(|e| Failure::Input(Some(e.to_string()))),
         };
         sandbox.stop().await;
         result
     })
+}
+
+/// On every SIGHUP, reads the sandbox's gate.toml again and puts it in force, as
+/// `hnsecure gate` does; a configuration with a mistake is refused, the running one kept.
+/// Never returns (on other systems than unix, it only waits).
+async fn reload_on_sighup(sandbox: hnapi::sandbox::SandboxReloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            log::warn!("SIGHUP cannot be watched: reload by restarting");
+            return std::future::pending().await;
+        };
+        while hangups.recv().await.is_some() {
+            log::info!("SIGHUP: reading {} again", sandbox.gate_config().display());
+            match sandbox.reload() {
+                Ok(summary) => log::info!("configuration reloaded: {summary}"),
+                Err(e) => {
+                    log::error!("configuration NOT reloaded, the running one stays in force: {e}")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = sandbox;
+    std::future::pending().await
 }

@@ -73,7 +73,16 @@ pub(super) async fn serve(
             Err(rejected) => return reject(state, tcp, peer, rejected).await,
         }
     };
-    let (message, station, responder) = received.into_parts();
+    let (mut message, station, responder) = received.into_parts();
+    // HNClient V2's listener dropped everything before the first `MSH`, and its
+    // point-of-service sender relies on it (it writes a length first: `00000352MSH|…`).
+    // Logged by count only: the bytes may be anything.
+    if let Some(start) = memchr::memmem::find(&message, b"MSH").filter(|&at| at > 0) {
+        log::warn!(
+            "hl7xfer {peer}: {start} byte(s) before the first MSH dropped, as HNClient V2 did"
+        );
+        message.drain(..start);
+    }
     log::debug!(
         "hl7xfer {peer}: station {:?} at {:?}, {} bytes",
         station.host,

@@ -188,14 +188,36 @@ enum Next {
     Failed(MllpReadError),
 }
 
+/// A reader that remembers when it last gave bytes: silence in the middle of a message
+/// counts from the last byte, so the engine is answered `read_timeout_secs` after it,
+/// neither earlier nor later.
+struct Watched<R> {
+    inner: R,
+    last_byte: Instant,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last_byte = Instant::now();
+        }
+        polled
+    }
+}
+
 async fn next<R: AsyncRead + Unpin>(
     state: &State,
-    reader: &mut MllpReader<R>,
+    reader: &mut MllpReader<Watched<R>>,
     peer: SocketAddr,
     stopping: &mut watch::Receiver<bool>,
     changes: &mut watch::Receiver<u64>,
 ) -> Next {
-    let mut seen = reader.bytes_read();
     // Idle: no message since the last answer (or the connection's start). Bytes between
     // frames do not count: a peer cannot hold its place by sending line ends.
     let idle_by = Instant::now() + state.listen.idle_timeout;
@@ -209,7 +231,10 @@ async fn next<R: AsyncRead + Unpin>(
     loop {
         let waiting_since = Instant::now();
         let by = match began {
-            Some(began) => (began + state.timeout).min(waiting_since + state.listen.read_timeout),
+            // In a message: read_timeout after its last byte.
+            Some(began) => {
+                (began + state.timeout).min(reader.get_mut().last_byte + state.listen.read_timeout)
+            }
             None => (waiting_since + state.listen.read_timeout).min(idle_by),
         };
         tokio::select! {
@@ -220,9 +245,8 @@ async fn next<R: AsyncRead + Unpin>(
                 Err(_) => {
                     // Idle between messages is normal for an engine; silence in the
                     // middle of one is not.
-                    let progress = reader.bytes_read();
                     if !reader.is_between_frames() {
-                        if progress == seen {
+                        if reader.get_mut().last_byte.elapsed() >= state.listen.read_timeout {
                             return Next::Stalled;
                         }
                         if began.get_or_insert(waiting_since).elapsed() >= state.timeout {
@@ -231,7 +255,6 @@ async fn next<R: AsyncRead + Unpin>(
                     } else if Instant::now() >= idle_by {
                         return Next::Idle;
                     }
-                    seen = progress;
                 }
             },
             () = crate::transport::until_true(stopping), if watch_stop => {
@@ -254,6 +277,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut changes: watch::Receiver<u64>,
 ) {
     let (reader, mut writer) = tokio::io::split(stream);
+    let reader = Watched {
+        inner: reader,
+        last_byte: Instant::now(),
+    };
     let mut reader = MllpReader::new(reader, state.listen.max_message_bytes);
     let mut out = Vec::new();
     loop {
