@@ -12,7 +12,8 @@
 # (shared, static, pkg-config), the C# and Java bindings' tests and examples, and the Rust
 # example — all against a sandbox;
 # then the client daemon with python-hl7's MLLP client and the C example in legacy mode
-# (HL7Xfer).
+# (HL7Xfer); then tools/cross.sh: the C and Java tests against an i686 libhnapi, and the
+# unit tests and loopback exchanges of a big-endian (powerpc64, qemu) build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -243,5 +244,8 @@ echo "C example in legacy mode: answered through hnsecure client"
 kill -TERM "$relay_pid"
 wait "$relay_pid"
 relay_pid=""
+
+step "32-bit (i686: C tests, Java in a 32-bit JVM) and big-endian (powerpc64 under qemu): tools/cross.sh"
+bash tools/cross.sh
 
 step "all checks passed"

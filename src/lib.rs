@@ -28,6 +28,8 @@ pub mod ffi;
 pub mod gard;
 pub mod gate;
 pub mod hl7;
+#[cfg(test)]
+mod kat;
 pub mod sandbox;
 pub mod transport;
 pub mod xfer;

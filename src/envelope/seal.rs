@@ -329,6 +329,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kat::{hex, to_hex};
     use cbc::cipher::block_padding::NoPadding;
     use proptest::prelude::*;
 
@@ -353,41 +354,9 @@ mod tests {
         .bytes
     }
 
-    fn hex(s: &str) -> Vec<u8> {
-        assert!(s.len().is_multiple_of(2), "odd hex length");
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
-
-    fn to_hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// The vectors of `tests/data/envelope/kat.txt`: one map of `name = value` per
-    /// block of lines, `#` comments ignored.
+    /// The vectors of `tests/data/envelope/kat.txt`.
     fn kat_vectors() -> Vec<std::collections::HashMap<String, String>> {
-        let text = include_str!("../../tests/data/envelope/kat.txt");
-        let mut vectors = vec![];
-        let mut current = std::collections::HashMap::new();
-        for line in text.lines().map(str::trim) {
-            if line.starts_with('#') {
-                continue;
-            }
-            if line.is_empty() {
-                if !current.is_empty() {
-                    vectors.push(std::mem::take(&mut current));
-                }
-                continue;
-            }
-            let (name, value) = line.split_once(" = ").expect("name = value");
-            current.insert(name.to_owned(), value.to_owned());
-        }
-        if !current.is_empty() {
-            vectors.push(current);
-        }
-        vectors
+        crate::kat::blocks(include_str!("../../tests/data/envelope/kat.txt"))
     }
 
     fn nonce_from(hex_text: &str) -> Nonce {

@@ -1472,6 +1472,42 @@ mod tests {
     }
 
     #[test]
+    fn known_answer_exchange() {
+        // tests/data/kat/hl7xfer.txt, written by tests/data/kat/kat.py from the table in
+        // the xfer module's documentation: both ends write exactly these bytes, on little-
+        // and big-endian hosts alike (tools/cross.sh runs this under qemu-ppc64).
+        let kat = crate::kat::all(include_str!("../../tests/data/kat/hl7xfer.txt"));
+        let bytes = |name: &str| crate::kat::hex(&kat[name]);
+        let challenge: [u8; CHALLENGE_LEN] = bytes("challenge").try_into().unwrap();
+        let station = StationId::new(kat["host"].clone(), kat["ip"].clone());
+        let (message, response) = (bytes("message"), bytes("response"));
+
+        let listener = Listener::new(challenge, DEFAULT_MAX_MESSAGE);
+        assert_eq!(crate::kat::to_hex(&greeting(&challenge)), kat["greeting"]);
+        let mut written = Vec::new();
+        let originator = Originator::new(station.clone(), DEFAULT_MAX_MESSAGE)
+            .feed(&bytes("greeting"), &message, &mut written)
+            .unwrap();
+        assert_eq!(crate::kat::to_hex(&written), kat["originator_writes"]);
+
+        let Listener::Received(received) = listener.feed(&written).unwrap() else {
+            panic!("the listener did not take the whole request");
+        };
+        assert_eq!(received.message(), &message[..]);
+        assert_eq!(received.station(), &station);
+        let (_, _, responder) = received.into_parts();
+        assert_eq!(crate::kat::to_hex(&[responder.seed()]), kat["seed"]);
+        let mut answer = Vec::new();
+        responder.respond(&response, &mut answer).unwrap();
+        assert_eq!(crate::kat::to_hex(&answer), kat["listener_writes"]);
+
+        let mut unused = Vec::new();
+        let originator = originator.feed(&answer, &[], &mut unused).unwrap();
+        assert!(unused.is_empty());
+        assert_eq!(originator.response(), Some(&response[..]));
+    }
+
+    #[test]
     fn station_ids_are_read_and_written_in_the_legacy_layout() {
         // As the Java and C# originators lay it out: A, host in 16, IP in 15.
         let block: [u8; 32] = *b"AWORKSTATION-0001192.168.100.200";

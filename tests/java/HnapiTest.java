@@ -19,6 +19,10 @@ import ca.bc.hnsecure.hnapi.HnapiException;
 import ca.bc.hnsecure.hnapi.HnapiLibrary;
 import ca.bc.hnsecure.hnapi.HnapiServer;
 import ca.bc.hnsecure.hnapi.HnetRtrn;
+import ca.bc.hnsecure.hnapi.SizeT;
+import ca.bc.hnsecure.hnapi.SizeTByReference;
+import com.sun.jna.Memory;
+import com.sun.jna.Native;
 import com.sun.jna.Pointer;
 import com.sun.jna.ptr.LongByReference;
 import com.sun.jna.ptr.PointerByReference;
@@ -82,6 +86,7 @@ public final class HnapiTest {
         serverToml = Path.of(args[1]).toAbsolutePath();
         System.out.println("# " + Hnapi.version() + ", client " + clientToml + ", server " + serverToml);
 
+        run("size_t and size_t* are the platform's size (hnapi.bits: the JVM expected)", HnapiTest::sizeTIsThePlatforms);
         run("version and code names match the library", HnapiTest::versionAndCodeNames);
         run("code table matches include/hnapi.h", HnapiTest::codeTableMatchesHeader);
         run("missing config file: HNET_RTRN_CONFIGERROR with a message", HnapiTest::missingConfig);
@@ -157,6 +162,16 @@ public final class HnapiTest {
         }
     }
 
+    static void expectThrows(Class<? extends Throwable> type, Runnable call, String what) {
+        try {
+            call.run();
+        } catch (Throwable t) {
+            expect(type.isInstance(t), what + ": threw " + t + ", not " + type.getSimpleName());
+            return;
+        }
+        throw new AssertionError(what + ": no " + type.getSimpleName());
+    }
+
     static HnapiException expectFailure(HnetRtrn code, Runnable call) {
         try {
             call.run();
@@ -212,6 +227,27 @@ public final class HnapiTest {
     }
 
     // ---- cases ----
+
+    static void sizeTIsThePlatforms() {
+        // A size_t passed as a Java long shifts every later argument on a 32-bit JVM; the
+        // raw-mapping cases below then fail (or crash). This pins what the mapping is.
+        String bits = System.getProperty("hnapi.bits");
+        if (bits != null) {
+            expectEq(Integer.parseInt(bits), Native.POINTER_SIZE * 8, "the JVM's pointer size in bits (-Dhnapi.bits)");
+        }
+        expectEq(Native.POINTER_SIZE, Native.SIZE_T_SIZE, "size_t is pointer-sized (Linux, macOS, Windows)");
+        expectEq(Native.SIZE_T_SIZE, Native.getNativeSize(SizeT.class), "SizeT's native size");
+        SizeTByReference ref = new SizeTByReference(0xFFFF_FFFFL);
+        expectEq((long) Native.SIZE_T_SIZE, ((Memory) ref.getPointer()).size(), "SizeTByReference's room");
+        expectEq(0xFFFF_FFFFL, ref.getValue(), "SizeTByReference reads unsigned");
+        expectEq(0xFFFF_FFFFL, new SizeT(0xFFFF_FFFFL).longValue(), "SizeT holds UINT32_MAX");
+        if (Native.SIZE_T_SIZE == 4) {
+            expectThrows(IllegalArgumentException.class, () -> new SizeT(0x1_0000_0000L), "SizeT of 2^32 on 32-bit");
+        } else {
+            expectEq(0x1_0000_0000L, new SizeT(0x1_0000_0000L).longValue(), "SizeT of 2^32 on 64-bit");
+        }
+        expectThrows(IllegalArgumentException.class, () -> SizeT.of(-1), "SizeT.of(-1)");
+    }
 
     static void versionAndCodeNames() {
         expect(Hnapi.version().startsWith("hnsecure "), "version: " + Hnapi.version());
@@ -315,7 +351,7 @@ public final class HnapiTest {
     /** This thread's last error, through the raw mapping. */
     static String rawLastError() {
         byte[] buf = new byte[512];
-        long n = HnapiLibrary.INSTANCE.hnapi_last_error(buf, buf.length);
+        long n = HnapiLibrary.INSTANCE.hnapi_last_error(buf, SizeT.of(buf.length)).longValue();
         return new String(buf, 0, (int) Math.min(n, buf.length - 1), StandardCharsets.UTF_8);
     }
 
@@ -345,18 +381,18 @@ public final class HnapiTest {
         try {
             byte[] msg = r35(controlId());
             byte[] buf = new byte[4096];
-            LongByReference len = new LongByReference(12345);
+            SizeTByReference len = new SizeTByReference(12345);
             LongByReference id = new LongByReference(777);
-            expectEq(invalid, lib.hnapi_send_receive(null, msg, msg.length, 0, buf, buf.length, len), "NULL client");
-            expectEq(invalid, lib.hnapi_send_receive(c, null, 10, 0, buf, buf.length, len), "NULL msg");
-            expectEq(invalid, lib.hnapi_send_receive(c, msg, msg.length, 0, buf, buf.length, null), "NULL len");
-            expectEq(invalid, lib.hnapi_send_receive(c, msg, msg.length, 0, null, 10, len), "NULL buf, cap 10");
-            expectEq(invalid, lib.hnapi_send(null, msg, msg.length, 0, id), "hnapi_send: NULL client");
-            expectEq(invalid, lib.hnapi_send(c, msg, msg.length, 0, null), "hnapi_send: NULL ticket");
-            expectEq(invalid, lib.hnapi_receive(null, 1, 0, buf, buf.length, len), "hnapi_receive: NULL client");
-            expectEq(invalid, lib.hnapi_receive(c, 1, 0, buf, buf.length, null), "hnapi_receive: NULL len");
-            expectEq(invalid, lib.hnapi_server_receive(null, 0, id, buf, buf.length, len), "NULL server");
-            expectEq(invalid, lib.hnapi_server_respond(null, 1, msg, msg.length), "NULL server");
+            expectEq(invalid, lib.hnapi_send_receive(null, msg, SizeT.of(msg.length), 0, buf, SizeT.of(buf.length), len), "NULL client");
+            expectEq(invalid, lib.hnapi_send_receive(c, null, new SizeT(10), 0, buf, SizeT.of(buf.length), len), "NULL msg");
+            expectEq(invalid, lib.hnapi_send_receive(c, msg, SizeT.of(msg.length), 0, buf, SizeT.of(buf.length), null), "NULL len");
+            expectEq(invalid, lib.hnapi_send_receive(c, msg, SizeT.of(msg.length), 0, null, new SizeT(10), len), "NULL buf, cap 10");
+            expectEq(invalid, lib.hnapi_send(null, msg, SizeT.of(msg.length), 0, id), "hnapi_send: NULL client");
+            expectEq(invalid, lib.hnapi_send(c, msg, SizeT.of(msg.length), 0, null), "hnapi_send: NULL ticket");
+            expectEq(invalid, lib.hnapi_receive(null, 1, 0, buf, SizeT.of(buf.length), len), "hnapi_receive: NULL client");
+            expectEq(invalid, lib.hnapi_receive(c, 1, 0, buf, SizeT.of(buf.length), null), "hnapi_receive: NULL len");
+            expectEq(invalid, lib.hnapi_server_receive(null, 0, id, buf, SizeT.of(buf.length), len), "NULL server");
+            expectEq(invalid, lib.hnapi_server_respond(null, 1, msg, SizeT.of(msg.length)), "NULL server");
             expectEq(invalid, lib.hnapi_server_wait_connected(null, 0), "NULL server");
             expectEq(12345L, len.getValue(), "*len after the failures");
             expectEq(777L, id.getValue(), "*ticket / *request_id after the failures");
@@ -365,7 +401,7 @@ public final class HnapiTest {
             lib.hnapi_client_close(null);
             lib.hnapi_server_close(null);
             // The client is untouched by them.
-            expectEq(0, lib.hnapi_send_receive(c, msg, msg.length, 0, buf, buf.length, len), "then a transaction: " + rawLastError());
+            expectEq(0, lib.hnapi_send_receive(c, msg, SizeT.of(msg.length), 0, buf, SizeT.of(buf.length), len), "then a transaction: " + rawLastError());
             expectAnswers(msg, Arrays.copyOf(buf, (int) len.getValue()), "AA");
         } finally {
             lib.hnapi_client_close(c);
@@ -373,9 +409,9 @@ public final class HnapiTest {
 
         // The last error: its full length, or cut to fit and NUL-terminated.
         expectEq(invalid, lib.hnapi_client_open(null, out), "again");
-        long full = lib.hnapi_last_error(null, 0);
+        long full = lib.hnapi_last_error(null, new SizeT(0)).longValue();
         byte[] small = new byte[8];
-        expectEq(full, lib.hnapi_last_error(small, small.length), "hnapi_last_error's length when cut");
+        expectEq(full, lib.hnapi_last_error(small, SizeT.of(small.length)).longValue(), "hnapi_last_error's length when cut");
         expect(full > 7 && small[6] != 0 && small[7] == 0, "cut to 7 bytes and a NUL: " + Arrays.toString(small));
     }
 
@@ -388,27 +424,27 @@ public final class HnapiTest {
         try {
             byte[] msg = r35(controlId());
             byte[] tiny = new byte[16];
-            LongByReference needed = new LongByReference();
-            expectEq(tooSmall, lib.hnapi_send_receive(c, msg, msg.length, 0, tiny, tiny.length, needed), "16 bytes");
+            SizeTByReference needed = new SizeTByReference();
+            expectEq(tooSmall, lib.hnapi_send_receive(c, msg, SizeT.of(msg.length), 0, tiny, SizeT.of(tiny.length), needed), "16 bytes");
             expect(needed.getValue() > tiny.length, "needed " + needed.getValue());
             // The same call again, same thread and message, a buffer of the size needed: the
             // kept answer.
             byte[] buf = new byte[(int) needed.getValue()];
-            LongByReference len = new LongByReference();
-            expectEq(0, lib.hnapi_send_receive(c, msg, msg.length, 0, buf, buf.length, len), "big enough: " + rawLastError());
+            SizeTByReference len = new SizeTByReference();
+            expectEq(0, lib.hnapi_send_receive(c, msg, SizeT.of(msg.length), 0, buf, SizeT.of(buf.length), len), "big enough: " + rawLastError());
             expectEq(needed.getValue(), len.getValue(), "len");
             expectAnswers(msg, buf, "AA");
 
             // With a ticket: the answer stays with it.
             byte[] msg2 = r35(controlId());
             LongByReference ticket = new LongByReference();
-            expectEq(0, lib.hnapi_send(c, msg2, msg2.length, 0, ticket), "hnapi_send");
-            expectEq(tooSmall, lib.hnapi_receive(c, ticket.getValue(), HnapiLibrary.WAIT_FOREVER, tiny, tiny.length, needed), "16 bytes");
+            expectEq(0, lib.hnapi_send(c, msg2, SizeT.of(msg2.length), 0, ticket), "hnapi_send");
+            expectEq(tooSmall, lib.hnapi_receive(c, ticket.getValue(), HnapiLibrary.WAIT_FOREVER, tiny, SizeT.of(tiny.length), needed), "16 bytes");
             buf = new byte[(int) needed.getValue()];
-            expectEq(0, lib.hnapi_receive(c, ticket.getValue(), 0, buf, buf.length, len), "big enough: " + rawLastError());
+            expectEq(0, lib.hnapi_receive(c, ticket.getValue(), 0, buf, SizeT.of(buf.length), len), "big enough: " + rawLastError());
             expectEq(needed.getValue(), len.getValue(), "len");
             expectAnswers(msg2, buf, "AA");
-            expectEq(HnetRtrn.HNET_RTRN_UNKNOWNTICKET.code(), lib.hnapi_receive(c, ticket.getValue(), 0, buf, buf.length, len),
+            expectEq(HnetRtrn.HNET_RTRN_UNKNOWNTICKET.code(), lib.hnapi_receive(c, ticket.getValue(), 0, buf, SizeT.of(buf.length), len),
                     "a ticket received once");
         } finally {
             lib.hnapi_client_close(c);

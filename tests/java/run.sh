@@ -12,6 +12,13 @@
 # PANIC_LIBDIR, when given, holds a libhnapi.so built with the test-only feature
 # `test-panic`: HnapiTest --panic-case then runs in a JVM of its own with that library and
 # HNAPI_TEST_PANIC=hnapi_send_receive. Exits non-zero on any failure.
+#
+# The JVM that runs them (javac is always the one on PATH: class files are portable):
+#   JAVA=PATH       the java to run (default: java on PATH), e.g. a 32-bit JVM
+#   JAVA_OPTS=...   extra JVM options, split on spaces (e.g. where a 32-bit JNA's
+#                   libjnidispatch is: -Djna.nosys=false -Djava.library.path=DIR)
+#   HNAPI_JAVA_BITS=32|64  HnapiTest then checks that the JVM is of that size
+# tools/cross.sh runs them so with a 32-bit JVM and an i686 libhnapi.so.
 set -euo pipefail
 
 if [ "$#" -ne 3 ] && [ "$#" -ne 4 ]; then
@@ -28,6 +35,10 @@ if [ "$#" -eq 4 ]; then
 fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 jna=${JNA_JAR:-/usr/share/java/jna.jar}
+java=${JAVA:-java}
+# shellcheck disable=SC2206
+java_opts=(${JAVA_OPTS:-})
+[ -z "${HNAPI_JAVA_BITS:-}" ] || java_opts+=("-Dhnapi.bits=$HNAPI_JAVA_BITS")
 
 step() { printf '\n--> %s\n' "$*"; }
 
@@ -54,7 +65,7 @@ javac -Xlint:all -Werror -encoding UTF-8 -cp "$jna" -d "$out/readme" "${bindings
 java_run() {
   local classes=$1
   shift
-  java -cp "$classes:$jna" -Djna.library.path="$libdir" "$@"
+  "$java" "${java_opts[@]}" -cp "$classes:$jna" -Djna.library.path="$libdir" "$@"
 }
 
 # The test runs under LC_ALL=C, where Java's default charset is ASCII: the bindings must
@@ -63,18 +74,18 @@ locale_env=(env LC_ALL=C LANG=C)
 if LC_ALL=C grep -q '[^ -~]' <<<"$root$libdir$client_toml$server_toml"; then
   locale_env=(env)
 fi
-step "${locale_env[*]} java HnapiTest $client_toml $server_toml"
-"${locale_env[@]}" java -cp "$out/test:$jna" -Djna.library.path="$libdir" -Dhnapi.header="$root/include/hnapi.h" \
+step "${locale_env[*]} $java HnapiTest $client_toml $server_toml"
+"${locale_env[@]}" "$java" "${java_opts[@]}" -cp "$out/test:$jna" -Djna.library.path="$libdir" -Dhnapi.header="$root/include/hnapi.h" \
   HnapiTest "$client_toml" "$server_toml"
 
 if [ -n "$panic_libdir" ]; then
   step "HNAPI_TEST_PANIC=hnapi_send_receive java HnapiTest --panic-case $client_toml (the library in $panic_libdir)"
   # The panic's own report on stderr is expected; a backtrace of it would only be noise.
-  HNAPI_TEST_PANIC=hnapi_send_receive RUST_BACKTRACE=0 java -cp "$out/test:$jna" -Djna.library.path="$panic_libdir" \
+  HNAPI_TEST_PANIC=hnapi_send_receive RUST_BACKTRACE=0 "$java" "${java_opts[@]}" -cp "$out/test:$jna" -Djna.library.path="$panic_libdir" \
     HnapiTest --panic-case "$client_toml"
 fi
 
-step "java Send $client_toml tests/data/v5_2_5_4_request.hl7"
+step "$java Send $client_toml tests/data/v5_2_5_4_request.hl7"
 if ! answer=$(java_run "$out/example" Send "$client_toml" "$root/tests/data/v5_2_5_4_request.hl7"); then
   echo "Send failed" >&2
   exit 1

@@ -103,10 +103,10 @@ public final class Hnapi {
     /** This thread's last error (call right after the failing call, on the same thread). */
     static String lastError() {
         byte[] buf = new byte[512];
-        long n = LIB.hnapi_last_error(buf, buf.length);
+        long n = LIB.hnapi_last_error(buf, SizeT.of(buf.length)).longValue();
         if (n >= buf.length) {
             buf = new byte[(int) Math.min(n + 1, Integer.MAX_VALUE - 8)];
-            n = LIB.hnapi_last_error(buf, buf.length);
+            n = LIB.hnapi_last_error(buf, SizeT.of(buf.length)).longValue();
         }
         return new String(buf, 0, (int) Math.min(n, buf.length - 1), StandardCharsets.UTF_8);
     }

@@ -90,13 +90,13 @@ public final class HnapiClient implements AutoCloseable {
         try {
             return handle.use(c -> {
                 byte[] buf = new byte[INITIAL_BUFFER];
-                LongByReference len = new LongByReference();
-                int rc = LIB.hnapi_send_receive(c, msg, msg.length, timeoutMs, buf, buf.length, len);
+                SizeTByReference len = new SizeTByReference();
+                int rc = LIB.hnapi_send_receive(c, msg, SizeT.of(msg.length), timeoutMs, buf, SizeT.of(buf.length), len);
                 // ABI contract 4: the same call again, on the same thread, with the same
                 // message and a buffer of *len bytes returns the kept answer (not resent).
                 for (int i = 0; rc == TOO_SMALL && i < 3; i++) {
                     buf = new byte[Hnapi.bufferSize(len.getValue())];
-                    rc = LIB.hnapi_send_receive(c, msg, msg.length, timeoutMs, buf, buf.length, len);
+                    rc = LIB.hnapi_send_receive(c, msg, SizeT.of(msg.length), timeoutMs, buf, SizeT.of(buf.length), len);
                 }
                 if (rc != 0) {
                     throw Hnapi.failure(rc, "hnapi_send_receive");
@@ -130,7 +130,7 @@ public final class HnapiClient implements AutoCloseable {
         try {
             return handle.use(c -> {
                 LongByReference ticket = new LongByReference();
-                int rc = LIB.hnapi_send(c, message, message.length, timeoutMs, ticket);
+                int rc = LIB.hnapi_send(c, message, SizeT.of(message.length), timeoutMs, ticket);
                 if (rc != 0) {
                     throw Hnapi.failure(rc, "hnapi_send");
                 }
@@ -172,12 +172,12 @@ public final class HnapiClient implements AutoCloseable {
 
     private static byte[] receiveOnce(Pointer c, long ticket, int waitMs) {
         byte[] buf = new byte[INITIAL_BUFFER];
-        LongByReference len = new LongByReference();
-        int rc = LIB.hnapi_receive(c, ticket, waitMs, buf, buf.length, len);
+        SizeTByReference len = new SizeTByReference();
+        int rc = LIB.hnapi_receive(c, ticket, waitMs, buf, SizeT.of(buf.length), len);
         // ABI contract 4: the answer stays with the ticket for the next call.
         for (int i = 0; rc == TOO_SMALL && i < 3; i++) {
             buf = new byte[Hnapi.bufferSize(len.getValue())];
-            rc = LIB.hnapi_receive(c, ticket, 0, buf, buf.length, len);
+            rc = LIB.hnapi_receive(c, ticket, 0, buf, SizeT.of(buf.length), len);
         }
         if (rc == PENDING) {
             return null;

@@ -13,9 +13,11 @@ import java.util.Map;
  * mapped literally. Applications use {@link HnapiClient}, {@link HnapiServer} and
  * {@link Hnapi}; this interface is public for those who need the raw calls.
  *
- * <p>Mapping: {@code size_t} is {@code long}, {@code size_t*} a {@link LongByReference};
- * {@code uint64_t} is {@code long} (an opaque 64-bit value); {@code uint32_t} is {@code int},
- * so {@code UINT32_MAX} is {@code -1}; handles are {@link Pointer}s, made through a
+ * <p>Mapping: {@code size_t} is a {@link SizeT} and {@code size_t*} a {@link SizeTByReference},
+ * both of the platform's size (4 bytes on a 32-bit JVM, 8 on a 64-bit one: a {@code long}
+ * there would shift every later argument on a 32-bit JVM); {@code uint64_t} is
+ * {@code long} (an opaque 64-bit value) and {@code uint64_t*} a {@link LongByReference};
+ * {@code uint32_t} is {@code int}, so {@code UINT32_MAX} is {@code -1}; handles are {@link Pointer}s, made through a
  * {@link PointerByReference}; returned static strings are {@link Pointer}s (never
  * {@code String}: JNA must not free or re-encode them), read with
  * {@code getString(0, "UTF-8")}. Strings passed in are encoded as NUL-terminated UTF-8
@@ -51,7 +53,7 @@ public interface HnapiLibrary extends Library {
     Pointer hnapi_code_name(int code);
 
     /** {@code size_t hnapi_last_error(char *buf, size_t cap)} */
-    long hnapi_last_error(byte[] buf, long cap);
+    SizeT hnapi_last_error(byte[] buf, SizeT cap);
 
     /** {@code int32_t hnapi_client_open(const char *config_path, HnapiClient **out)} */
     int hnapi_client_open(String configPath, PointerByReference out);
@@ -60,13 +62,13 @@ public interface HnapiLibrary extends Library {
     int hnapi_client_open_toml(String configToml, String baseDir, PointerByReference out);
 
     /** {@code int32_t hnapi_send(HnapiClient *c, const uint8_t *msg, size_t msg_len, uint32_t timeout_ms, uint64_t *ticket)} */
-    int hnapi_send(Pointer c, byte[] msg, long msgLen, int timeoutMs, LongByReference ticket);
+    int hnapi_send(Pointer c, byte[] msg, SizeT msgLen, int timeoutMs, LongByReference ticket);
 
     /** {@code int32_t hnapi_receive(HnapiClient *c, uint64_t ticket, uint32_t wait_ms, uint8_t *buf, size_t cap, size_t *len)} */
-    int hnapi_receive(Pointer c, long ticket, int waitMs, byte[] buf, long cap, LongByReference len);
+    int hnapi_receive(Pointer c, long ticket, int waitMs, byte[] buf, SizeT cap, SizeTByReference len);
 
     /** {@code int32_t hnapi_send_receive(HnapiClient *c, const uint8_t *msg, size_t msg_len, uint32_t timeout_ms, uint8_t *buf, size_t cap, size_t *len)} */
-    int hnapi_send_receive(Pointer c, byte[] msg, long msgLen, int timeoutMs, byte[] buf, long cap, LongByReference len);
+    int hnapi_send_receive(Pointer c, byte[] msg, SizeT msgLen, int timeoutMs, byte[] buf, SizeT cap, SizeTByReference len);
 
     /** {@code void hnapi_client_close(HnapiClient *c)} */
     void hnapi_client_close(Pointer c);
@@ -78,10 +80,10 @@ public interface HnapiLibrary extends Library {
     int hnapi_server_open(String configPath, PointerByReference out);
 
     /** {@code int32_t hnapi_server_receive(HnapiServer *s, uint32_t wait_ms, uint64_t *request_id, uint8_t *buf, size_t cap, size_t *len)} */
-    int hnapi_server_receive(Pointer s, int waitMs, LongByReference requestId, byte[] buf, long cap, LongByReference len);
+    int hnapi_server_receive(Pointer s, int waitMs, LongByReference requestId, byte[] buf, SizeT cap, SizeTByReference len);
 
     /** {@code int32_t hnapi_server_respond(HnapiServer *s, uint64_t request_id, const uint8_t *msg, size_t msg_len)} */
-    int hnapi_server_respond(Pointer s, long requestId, byte[] msg, long msgLen);
+    int hnapi_server_respond(Pointer s, long requestId, byte[] msg, SizeT msgLen);
 
     /** {@code void hnapi_server_close(HnapiServer *s)} */
     void hnapi_server_close(Pointer s);

@@ -119,13 +119,13 @@ public final class HnapiServer implements AutoCloseable {
 
     private static Request receiveOnce(Pointer s, int waitMs) {
         byte[] buf = new byte[INITIAL_BUFFER];
-        LongByReference len = new LongByReference();
+        SizeTByReference len = new SizeTByReference();
         LongByReference id = new LongByReference();
-        int rc = LIB.hnapi_server_receive(s, waitMs, id, buf, buf.length, len);
+        int rc = LIB.hnapi_server_receive(s, waitMs, id, buf, SizeT.of(buf.length), len);
         // ABI contract 4: the request is kept for the next call.
         for (int i = 0; rc == TOO_SMALL && i < 3; i++) {
             buf = new byte[Hnapi.bufferSize(len.getValue())];
-            rc = LIB.hnapi_server_receive(s, 0, id, buf, buf.length, len);
+            rc = LIB.hnapi_server_receive(s, 0, id, buf, SizeT.of(buf.length), len);
         }
         if (rc == PENDING) {
             return null;
@@ -173,7 +173,7 @@ public final class HnapiServer implements AutoCloseable {
         Objects.requireNonNull(answer, "answer");
         try {
             handle.use(s -> {
-                int rc = LIB.hnapi_server_respond(s, requestId, answer, answer.length);
+                int rc = LIB.hnapi_server_respond(s, requestId, answer, SizeT.of(answer.length));
                 if (rc != 0) {
                     throw Hnapi.failure(rc, "hnapi_server_respond");
                 }
