@@ -360,3 +360,167 @@ fn recovered(shared: &Shared) {
     );
     shared.unavailable.store(false, Ordering::Release);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gard::{AuditFilter, AuditKind, InitOptions};
+
+    fn gard(name: &str) -> (std::path::PathBuf, Arc<Gard>) {
+        let dir =
+            std::env::temp_dir().join(format!("hnsecure-audit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let gard = Gard::init(&dir.join("gard"), &InitOptions::default()).unwrap();
+        (dir, Arc::new(gard))
+    }
+
+    fn row(control: &str) -> AuditRecord {
+        let mut r = AuditRecord::security("BC00000098", "127.0.0.1:1", "AA", "test", String::new());
+        r.kind = AuditKind::Transaction;
+        r.control_id = control.to_owned();
+        r
+    }
+
+    fn rows(gard: &Gard, kind: AuditKind) -> Vec<AuditRecord> {
+        gard.audit(&AuditFilter {
+            kind: Some(kind),
+            ..AuditFilter::default()
+        })
+        .unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_commit_returns_once_its_rows_are_in_the_store() {
+        let (dir, gard) = gard("commit");
+        let writer = AuditWriter::start(gard.clone(), AuditMode::Required).unwrap();
+        let rt = runtime();
+        for i in 0..20 {
+            let control = format!("C{i}");
+            rt.block_on(writer.commit(vec![row(&control)], Duration::from_secs(5)))
+                .unwrap();
+            // Committed means readable, at once, from another connection.
+            let found = rows(
+                &Gard::open(&dir.join("gard")).unwrap(),
+                AuditKind::Transaction,
+            );
+            assert_eq!(found.len(), i + 1);
+            assert_eq!(found[i].control_id, control);
+        }
+        assert!(writer.available());
+        assert_eq!(writer.gauge()(), (true, 0));
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failing_store_refuses_then_recovers_by_itself_with_an_outage_row() {
+        let (dir, gard) = gard("outage");
+        let writer = AuditWriter::start(gard.clone(), AuditMode::Required).unwrap();
+        let rt = runtime();
+        let lock = rusqlite::Connection::open(dir.join("gard").join("gard.db")).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let failed = rt.block_on(writer.commit(vec![row("LOST")], Duration::from_secs(10)));
+        assert!(
+            matches!(&failed, Err(JournalError::Failed(why)) if why.contains("locked")),
+            "{failed:?}"
+        );
+        assert!(!writer.available());
+        assert!(!writer.gauge()().0);
+        for _ in 0..3 {
+            writer.refused_while_unavailable();
+        }
+        // Rows nobody waits for are kept for when the store is back.
+        writer.security("BC00000098", "127.0.0.1:2", "replay", "kept".into());
+        lock.execute_batch("ROLLBACK").unwrap();
+        let started = Instant::now();
+        while !writer.available() {
+            assert!(started.elapsed() < Duration::from_secs(10), "not recovered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        rt.block_on(writer.commit(vec![row("AFTER")], Duration::from_secs(5)))
+            .unwrap();
+        let security = rows(&gard, AuditKind::Security);
+        let outage: Vec<_> = security
+            .iter()
+            .filter(|r| r.code == "journal-unavailable")
+            .collect();
+        assert_eq!(outage.len(), 1, "{security:?}");
+        assert!(
+            outage[0].detail.contains("3 request(s) answered HNPS013E"),
+            "{}",
+            outage[0].detail
+        );
+        assert!(outage[0].detail.contains("locked"), "{}", outage[0].detail);
+        assert!(
+            security
+                .iter()
+                .any(|r| r.code == "replay" && r.detail == "kept")
+        );
+        let transactions: Vec<String> = rows(&gard, AuditKind::Transaction)
+            .into_iter()
+            .map(|r| r.control_id)
+            .collect();
+        assert_eq!(
+            transactions,
+            ["AFTER"],
+            "the failed row was not written later"
+        );
+        // A second outage counts afresh.
+        assert_eq!(writer.shared.refused.load(Ordering::Relaxed), 0);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn best_effort_never_waits_and_counts_what_it_drops() {
+        let (dir, gard) = gard("best-effort");
+        let writer = AuditWriter::start(gard.clone(), AuditMode::BestEffort).unwrap();
+        let rt = runtime();
+        let lock = rusqlite::Connection::open(dir.join("gard").join("gard.db")).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let started = Instant::now();
+        rt.block_on(writer.commit(vec![row("BE")], Duration::from_secs(10)))
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "it did not wait"
+        );
+        assert!(writer.available(), "best effort is never unavailable");
+        assert!(writer.flush(Duration::from_secs(10)));
+        assert_eq!(
+            writer.gauge()(),
+            (true, 1),
+            "the row the store refused is counted"
+        );
+        lock.execute_batch("ROLLBACK").unwrap();
+        writer.record(row("BE2"));
+        assert!(writer.flush(Duration::from_secs(10)));
+        let found: Vec<String> = rows(&gard, AuditKind::Transaction)
+            .into_iter()
+            .map(|r| r.control_id)
+            .collect();
+        assert_eq!(found, ["BE2"]);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn journal_errors_say_what_happened() {
+        assert_eq!(
+            JournalError::Failed("disk full".into()).to_string(),
+            "the audit journal could not be written: disk full"
+        );
+        assert_eq!(
+            JournalError::TimedOut.to_string(),
+            "the audit journal did not commit in time"
+        );
+    }
+}
