@@ -12,7 +12,7 @@
 # (shared, static, pkg-config), the C# and Java bindings' tests and examples, and the Rust
 # example — all against a sandbox;
 # then the client daemon with python-hl7's MLLP client and the C example in legacy mode
-# (HL7Xfer).
+# (HL7Xfer); then Windows, 64- and 32-bit, under Wine (tools/windows.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -243,5 +243,11 @@ echo "C example in legacy mode: answered through hnsecure client"
 kill -TERM "$relay_pid"
 wait "$relay_pid"
 relay_pid=""
+
+step "Windows, 64- and 32-bit: tools/windows.sh (mingw-w64 builds, tested under Wine)"
+# Its own script: installs mingw-w64 and Wine when missing, builds hnapi.dll, the import
+# library and hnsecure.exe for both targets, and runs the C tests, the C example,
+# hnsecure.exe send and client, and cargo test --lib under Wine against a Linux sandbox.
+bash tools/windows.sh
 
 step "all checks passed"

@@ -7,16 +7,14 @@
 //!
 //! - [`create_owner_only`] creates a new file whose security descriptor, from its creation
 //!   on, names the current user as owner and has a *protected* DACL (nothing inherited
-//!   from the folder) with one entry: the current user, full access. It then sets that
-//!   DACL again on the open handle, so the result does not depend on how the system
-//!   merged the creation descriptor (as `chmod 600` after `open(…, 0600)` does on Unix).
+//!   from the folder) with one entry: the current user, full access.
 //! - [`others_access`] reads the DACL of an open file and says who, besides its owner,
 //!   `SYSTEM` and `BUILTIN\Administrators`, may read or change it. A missing (NULL)
 //!   DACL grants everyone everything and is reported as such. Deny entries are not
 //!   credited: a file that an allow entry opens to others is reported even when a deny
 //!   entry before it would refuse them, which can only make the check stricter.
-//! - [`check_owner_only`] (for tests and for the check after writing): the DACL is
-//!   protected and is exactly one allow entry for the current user.
+//! - [`check_owner_only`] (the check after writing, and tests): the owner is the current
+//!   user and the DACL is exactly one allow entry for that user.
 #![cfg(windows)]
 
 use std::ffi::c_void;
@@ -31,15 +29,15 @@ use std::ptr;
 
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE, LocalFree};
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, GetSecurityInfo, SE_FILE_OBJECT, SetSecurityInfo,
+    ConvertSidToStringSidW, GetSecurityInfo, SE_FILE_OBJECT,
 };
 use windows_sys::Win32::Security::{
     ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_REVISION, AddAccessAllowedAceEx,
-    DACL_SECURITY_INFORMATION, GetAce, GetLengthSid, GetSecurityDescriptorControl,
-    GetTokenInformation, INHERIT_ONLY_ACE, InitializeAcl, InitializeSecurityDescriptor,
-    OWNER_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
-    SE_DACL_PROTECTED, SECURITY_ATTRIBUTES, SECURITY_DESCRIPTOR, SetSecurityDescriptorControl,
-    SetSecurityDescriptorDacl, SetSecurityDescriptorOwner, TOKEN_QUERY, TOKEN_USER, TokenUser,
+    DACL_SECURITY_INFORMATION, GetAce, GetLengthSid, GetTokenInformation, INHERIT_ONLY_ACE,
+    InitializeAcl, InitializeSecurityDescriptor, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+    PSID, SE_DACL_PROTECTED, SECURITY_ATTRIBUTES, SECURITY_DESCRIPTOR,
+    SetSecurityDescriptorControl, SetSecurityDescriptorDacl, SetSecurityDescriptorOwner,
+    TOKEN_QUERY, TOKEN_USER, TokenUser,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CREATE_NEW, CreateFileW, FILE_ATTRIBUTE_NORMAL, FILE_SHARE_DELETE, FILE_SHARE_READ,
@@ -186,6 +184,9 @@ fn owner_only_acl(sid: PSID) -> io::Result<Vec<u64>> {
 pub(crate) fn create_owner_only(path: &Path) -> io::Result<File> {
     let user = CurrentUser::get()?;
     let mut acl = owner_only_acl(user.sid())?;
+    // The descriptor is given at creation and not set again afterwards: with
+    // SE_DACL_PROTECTED, Windows merges nothing inherited into it, and Wine 8 (which keeps
+    // no descriptors, only Unix modes) widens a DACL set later to Everyone read.
     // SAFETY: a zeroed SECURITY_DESCRIPTOR is valid input for InitializeSecurityDescriptor.
     let mut descriptor: SECURITY_DESCRIPTOR = unsafe { std::mem::zeroed() };
     let pdescriptor: PSECURITY_DESCRIPTOR = (&raw mut descriptor).cast();
@@ -207,12 +208,11 @@ pub(crate) fn create_owner_only(path: &Path) -> io::Result<File> {
     };
     let wide: Vec<u16> = path.as_os_str().encode_wide().chain(Some(0)).collect();
     // SAFETY: `wide` is NUL-terminated and `attributes` points at the live descriptor.
-    // Read and write, and the rights to set the owner and DACL again on the handle;
-    // shared as std shares the files it opens.
+    // Read and write; shared as std shares the files it opens.
     let handle = unsafe {
         CreateFileW(
             wide.as_ptr(),
-            FILE_GENERIC_READ | FILE_GENERIC_WRITE | WRITE_DAC | WRITE_OWNER,
+            FILE_GENERIC_READ | FILE_GENERIC_WRITE,
             FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
             &attributes,
             CREATE_NEW,
@@ -224,36 +224,7 @@ pub(crate) fn create_owner_only(path: &Path) -> io::Result<File> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a handle CreateFileW just opened, owned by nothing else.
-    let file = unsafe { File::from_raw_handle(handle) };
-    // The creation descriptor may have been merged with inherited entries; set exactly.
-    if let Err(e) = set_owner_only(&file, &user, &mut acl) {
-        drop(file);
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(file)
-}
-
-fn set_owner_only(file: &File, user: &CurrentUser, acl: &mut [u64]) -> io::Result<()> {
-    // SAFETY: the handle is open with WRITE_DAC and WRITE_OWNER; `user` and `acl` live
-    // through the call.
-    let status = unsafe {
-        SetSecurityInfo(
-            file.as_raw_handle(),
-            SE_FILE_OBJECT,
-            OWNER_SECURITY_INFORMATION
-                | DACL_SECURITY_INFORMATION
-                | PROTECTED_DACL_SECURITY_INFORMATION,
-            user.sid(),
-            ptr::null_mut(),
-            acl.as_mut_ptr().cast(),
-            ptr::null(),
-        )
-    };
-    if status != 0 {
-        return Err(io::Error::from_raw_os_error(status as i32));
-    }
-    Ok(())
+    Ok(unsafe { File::from_raw_handle(handle) })
 }
 
 /// A file's owner and DACL, read from its handle; freed when dropped.
@@ -290,7 +261,9 @@ impl Security {
         Ok(security)
     }
 
+    #[cfg(test)]
     fn protected(&self) -> io::Result<bool> {
+        use windows_sys::Win32::Security::GetSecurityDescriptorControl;
         let mut control = 0u16;
         let mut revision = 0u32;
         // SAFETY: `descriptor` is the valid descriptor GetSecurityInfo returned.
@@ -391,9 +364,11 @@ pub(crate) fn others_access(file: &File) -> io::Result<Others> {
     Ok(others)
 }
 
-/// Checks that the open file is owned by the current user and that its DACL is protected
-/// and is exactly one allow entry for the current user; `PermissionDenied` saying what
-/// differs otherwise.
+/// Checks that the open file is owned by the current user, that its DACL gives that user
+/// access, and that no one else but `SYSTEM` and Administrators may read or change it;
+/// `PermissionDenied` saying what differs otherwise. (On Windows a file
+/// [`create_owner_only`] made has exactly one entry, see [`entries`]; Wine 8 shows a
+/// `SYSTEM` entry too, made from the Unix mode.)
 pub(crate) fn check_owner_only(file: &File) -> io::Result<()> {
     let user = sid_string(CurrentUser::get()?.sid())?;
     let security = Security::of(file)?;
@@ -404,25 +379,57 @@ pub(crate) fn check_owner_only(file: &File) -> io::Result<()> {
         sid_string(security.owner)?
     };
     if owner != user {
-        return denied(format!("owned by {owner}, not by the current user {user}"));
+        return denied(format!(
+            "is owned by {owner}, not by the current user {user}"
+        ));
     }
     if security.dacl.is_null() {
         return denied("has no access control list (everyone may use it)".into());
     }
-    if !security.protected()? {
-        return denied("inherits access entries from its folder".into());
-    }
     let entries = security.entries()?;
-    match entries.as_slice() {
-        [(ACCESS_ALLOWED_ACE_TYPE, _, sid)] if *sid == user => Ok(()),
-        _ => denied(format!(
-            "has access entries {:?}, not only the current user's",
-            entries
-                .iter()
-                .map(|(_, mask, sid)| format!("{sid}:{mask:#x}"))
-                .collect::<Vec<_>>()
-        )),
+    let others = others_access(file)?;
+    if let Some(who) = others.write.or(others.read) {
+        return denied(format!("is open to {who}, not only to its owner"));
     }
+    if !entries
+        .iter()
+        .any(|(kind, _, sid)| *kind == ACCESS_ALLOWED_ACE_TYPE && *sid == user)
+    {
+        return denied(format!("gives its owner {user} no access"));
+    }
+    Ok(())
+}
+
+/// For tests: the DACL's entries that apply to the file, as `SID:mask` (allow entries
+/// only).
+#[cfg(test)]
+pub(crate) fn entries(file: &File) -> io::Result<Vec<String>> {
+    Ok(Security::of(file)?
+        .entries()?
+        .into_iter()
+        .filter(|(kind, _, _)| *kind == ACCESS_ALLOWED_ACE_TYPE)
+        .map(|(_, mask, sid)| format!("{sid}:{mask:#x}"))
+        .collect())
+}
+
+/// For tests: the current user's SID.
+#[cfg(test)]
+pub(crate) fn current_user() -> io::Result<String> {
+    sid_string(CurrentUser::get()?.sid())
+}
+
+/// For tests: whether this runs under Wine (its environment carries `WINEPREFIX`, which
+/// tools/windows.sh sets), where descriptors are made from Unix modes.
+#[cfg(test)]
+pub(crate) fn under_wine() -> bool {
+    std::env::var_os("WINEPREFIX").is_some()
+}
+
+/// Whether the open file's DACL is protected (`SE_DACL_PROTECTED`: it inherits nothing
+/// from its folder, now or when the folder's entries are propagated later).
+#[cfg(test)]
+pub(crate) fn is_protected(file: &File) -> io::Result<bool> {
+    Security::of(file)?.protected()
 }
 
 #[cfg(test)]
@@ -430,7 +437,7 @@ pub(crate) fn check_owner_only(file: &File) -> io::Result<()> {
 /// allow entry for `sid` (a string SID such as `S-1-1-0`, Everyone) with `mask`
 /// ([`READ`] or [`WRITE`]), not protected.
 pub(crate) fn grant(path: &Path, sid: &str, mask: u32) -> io::Result<()> {
-    use windows_sys::Win32::Security::Authorization::ConvertStringSidToSidW;
+    use windows_sys::Win32::Security::Authorization::{ConvertStringSidToSidW, SetSecurityInfo};
     use windows_sys::Win32::Security::UNPROTECTED_DACL_SECURITY_INFORMATION;
     let user = CurrentUser::get()?;
     let wide: Vec<u16> = sid.encode_utf16().chain(Some(0)).collect();
