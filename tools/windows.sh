@@ -216,7 +216,8 @@ venv=target/python-hl7
 gcc -Wall -Wextra -Werror -std=c11 -Iinclude examples/c/send.c -Ltarget/debug -lhnapi -o "$work/send-linux"
 for t in "${targets[@]}"; do
   arch=$(arch_of "$t")
-  relay_toml="$work/relay-$arch.toml"
+  # Beside client.toml: its credential path is relative to the configuration's folder.
+  relay_toml="$(dirname "$client_toml")/relay-$arch.toml"
   { cat "$client_toml"; printf '\n[listen]\nhl7xfer = "127.0.0.1:0"\nmllp = "127.0.0.1:0"\n'; } > "$relay_toml"
   "$(wine_of "$t")" "target/windows/$arch/bin/hnsecure.exe" client --config "$relay_toml" --log-level warn \
     > "$work/relay-ready" &
