@@ -13,7 +13,8 @@
 # example — all against a sandbox;
 # then the client daemon with python-hl7's MLLP client and the C example in legacy mode
 # (HL7Xfer); then tools/cross.sh: the C and Java tests against an i686 libhnapi, and the
-# unit tests and loopback exchanges of a big-endian (powerpc64, qemu) build.
+# unit tests and loopback exchanges of a big-endian (powerpc64, qemu) build; then Windows,
+# 64- and 32-bit, under Wine (tools/windows.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -247,5 +248,11 @@ relay_pid=""
 
 step "32-bit (i686: C tests, Java in a 32-bit JVM) and big-endian (powerpc64 under qemu): tools/cross.sh"
 bash tools/cross.sh
+
+step "Windows, 64- and 32-bit: tools/windows.sh (mingw-w64 builds, tested under Wine)"
+# Its own script: installs mingw-w64 and Wine when missing, builds hnapi.dll, the import
+# library and hnsecure.exe for both targets, and runs the C tests, the C example,
+# hnsecure.exe send and client, and cargo test --lib under Wine against a Linux sandbox.
+bash tools/windows.sh
 
 step "all checks passed"

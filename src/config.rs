@@ -49,6 +49,16 @@ pub enum ConfigError {
         /// What to do about it.
         fix: String,
     },
+    /// On Windows: a file holding secrets is open to other users through its access
+    /// control list. The account is named by its SID, never the contents shown.
+    Access {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the account, e.g. "is writable by S-1-1-0".
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -65,6 +75,9 @@ impl fmt::Display for ConfigError {
                 problem,
                 fix,
             } => write!(f, "{} {problem} (mode {mode:03o}): {fix}", path.display()),
+            Self::Access { path, problem, fix } => {
+                write!(f, "{} {problem}: {fix}", path.display())
+            }
         }
     }
 }

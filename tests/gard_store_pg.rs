@@ -4,6 +4,10 @@
 //!
 //! Needs the PostgreSQL server binaries (Debian: `postgresql`); see `common_pg`.
 
+// Unix only: `common_pg` starts a private PostgreSQL server with initdb, as the user
+// nobody, through Unix permissions and ownership; the Windows builds do not run it.
+#![cfg(unix)]
+
 mod common_pg;
 mod common_store;
 

@@ -7,6 +7,10 @@
 //!
 //! PostgreSQL runs on a private server (`common_pg`) with `fsync = on`, on this machine.
 
+// Unix only: `common_pg` starts a private PostgreSQL server with initdb, as the user
+// nobody, through Unix permissions and ownership; the Windows builds do not run it.
+#![cfg(unix)]
+
 mod common_pg;
 mod common_store;
 

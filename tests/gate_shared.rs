@@ -4,6 +4,10 @@
 //! B — its live connection closed within five seconds, as it is when the facility
 //! registers again.
 
+// Unix only: `common_pg` starts a private PostgreSQL server with initdb, as the user
+// nobody, through Unix permissions and ownership; the Windows builds do not run it.
+#![cfg(unix)]
+
 mod common;
 mod common_pg;
 

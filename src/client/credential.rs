@@ -75,8 +75,10 @@ impl Credential {
     /// Reads a credential file, refusing it (before reading a byte of it) when other
     /// users may change it — the file is writable by its group or others, or its folder
     /// is writable by others and not sticky — and, unless `readable_by_others`, when its
-    /// group or others may read it. (On systems other than Unix the permissions are not
-    /// checked yet.)
+    /// group or others may read it. On Windows the file's access control list is checked
+    /// instead of its mode: refused when an account other than its owner, `SYSTEM` and
+    /// Administrators may change it, or (unless `readable_by_others`) read it. (On
+    /// Windows the folder is not checked.)
     pub fn read_with(path: &Path, readable_by_others: bool) -> Result<Self, ConfigError> {
         let read_error = |error| ConfigError::Read {
             path: path.to_owned(),
@@ -85,7 +87,7 @@ impl Credential {
         let mut file = std::fs::File::open(path).map_err(read_error)?;
         check_folder(path, FolderUse::Read)?;
         let metadata = file.metadata().map_err(read_error)?;
-        check_file(path, &metadata, readable_by_others)?;
+        check_file(path, &file, &metadata, readable_by_others)?;
         // One allocation of the final size, so no reallocation leaves a copy behind.
         let capacity = usize::try_from(metadata.len())
             .unwrap_or(0)
@@ -323,6 +325,7 @@ fn check_folder(path: &Path, usage: FolderUse) -> Result<(), ConfigError> {
 /// Refuses a credential file other users may change, or read unless `readable_by_others`.
 fn check_file(
     path: &Path,
+    file: &std::fs::File,
     metadata: &std::fs::Metadata,
     readable_by_others: bool,
 ) -> Result<(), ConfigError> {
@@ -352,8 +355,38 @@ fn check_file(
             });
         }
     }
-    #[cfg(not(unix))]
-    let _ = (path, readable_by_others);
+    #[cfg(unix)]
+    let _ = file;
+    #[cfg(windows)]
+    {
+        let denied = |problem: String, fix: &str| ConfigError::Access {
+            path: path.to_owned(),
+            problem,
+            fix: fix.to_owned(),
+        };
+        let others =
+            crate::ffi::windows_acl::others_access(file).map_err(|error| ConfigError::Read {
+                path: path.to_owned(),
+                error,
+            })?;
+        if let Some(who) = others.write {
+            return Err(denied(
+                format!("is writable by {who}, not only by its owner"),
+                "remove that account's access (Properties, Security), or write the credential again with `hnsecure register`",
+            ));
+        }
+        if let Some(who) = others.read
+            && !readable_by_others
+        {
+            return Err(denied(
+                format!("is readable by {who}, not only by its owner"),
+                "it holds the facility's private key and envelope key: remove that account's access \
+                 (or set credential_readable_by_others = true in the configuration)",
+            ));
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
+    let _ = (path, file, readable_by_others);
     Ok(())
 }
 
@@ -363,15 +396,22 @@ fn check_file(
 /// makes it fail with `AlreadyExists` instead of being followed or truncated. On Unix the
 /// mode is 0600 from the creation on (less if the umask takes more away), so the file is
 /// never readable by others, even briefly; [`write_private`] then sets it to exactly 0600.
+/// On Windows the file is made owned by the current user with a protected access control
+/// list (nothing inherited from the folder) whose one entry is the current user.
 pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
+    #[cfg(windows)]
+    return crate::ffi::windows_acl::create_owner_only(path);
+    #[cfg(not(windows))]
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options.open(path)
     }
-    options.open(path)
 }
 
 /// How many random temporary names [`write_private`] tries before giving up.
@@ -384,7 +424,7 @@ const TEMPORARY_ATTEMPTS: usize = 8;
 ///
 /// Refused (`PermissionDenied`, naming the folder and its mode) when the folder is
 /// writable by other users and not sticky. `Ok` means `path` is now the file written and
-/// its mode is 0600 (on Unix).
+/// its mode is 0600 (on Unix), or its access control list is its owner's alone (on Windows).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_private_via(path, bytes, &mut random_temporary_name)
 }
@@ -473,7 +513,9 @@ fn write_private_via(
     written
 }
 
-/// Checks, on the open file itself (`fstat`), that it is a regular file with mode 0600.
+/// Checks, on the open file itself (`fstat`), that it is a regular file with mode 0600;
+/// on Windows, that it is owned by the current user and its protected access control
+/// list is the current user's entry alone.
 fn verify_private(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
     let metadata = file.metadata()?;
     #[cfg(unix)]
@@ -490,7 +532,22 @@ fn verify_private(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
             ));
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        if !metadata.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{} is not a file", path.display()),
+            ));
+        }
+        crate::ffi::windows_acl::check_owner_only(file).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("{} {e}; nothing was written in its place", path.display()),
+            )
+        })?;
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = (metadata, path);
     Ok(())
 }
@@ -510,7 +567,11 @@ fn verify_in_place(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
         }
         verify_private(file, path)?;
     }
-    #[cfg(not(unix))]
+    // Windows: std has no stable file identity (volume serial and file index) to compare,
+    // so only the access control list is checked again after the rename.
+    #[cfg(windows)]
+    verify_private(file, path)?;
+    #[cfg(not(any(unix, windows)))]
     let _ = (file, path);
     Ok(())
 }
@@ -556,6 +617,8 @@ mod tests {
                 0o600
             );
         }
+        #[cfg(windows)]
+        crate::ffi::windows_acl::check_owner_only(&std::fs::File::open(&path).unwrap()).unwrap();
         assert!(
             std::fs::read_dir(&dir).unwrap().count() == 1,
             "no temporary file left behind"
@@ -781,6 +844,69 @@ mod tests {
             Credential::read(&path).is_ok(),
             "read-only by its owner is fine"
         );
+    }
+
+    /// Windows: a credential written has a protected access control list naming its
+    /// owner alone; one that lets Everyone (S-1-1-0) change it is refused, and one that
+    /// lets Everyone or Users read it is refused unless `readable_by_others`.
+    #[cfg(windows)]
+    #[test]
+    fn credentials_others_may_change_or_read_are_refused_by_their_access_list() {
+        use crate::ffi::windows_acl::{READ, WRITE, check_owner_only, grant};
+        let tmp = TempDir::new("acl");
+        let path = tmp.0.join("credential.toml");
+        sample().write(&path).unwrap();
+        check_owner_only(&std::fs::File::open(&path).unwrap()).unwrap();
+        // Exactly one entry, the owner's, and protected: on Windows only, as Wine 8 makes
+        // descriptors from Unix modes (a SYSTEM entry, no protection bit).
+        if !crate::ffi::windows_acl::under_wine() {
+            use crate::ffi::windows_acl::{current_user, entries, is_protected};
+            let file = std::fs::File::open(&path).unwrap();
+            assert!(is_protected(&file).unwrap());
+            let user = current_user().unwrap();
+            assert_eq!(entries(&file).unwrap(), [format!("{user}:0x1f01ff")]);
+        }
+        assert!(Credential::read(&path).is_ok());
+        let shown = path.display().to_string();
+
+        grant(&path, "S-1-1-0", WRITE).unwrap();
+        assert!(check_owner_only(&std::fs::File::open(&path).unwrap()).is_err());
+        for readable_by_others in [false, true] {
+            let e = Credential::read_with(&path, readable_by_others).unwrap_err();
+            assert!(matches!(e, ConfigError::Access { .. }), "{e:?}");
+            let e = e.to_string();
+            assert!(
+                e.starts_with(&shown)
+                    && e.contains("is writable by S-1-1-0, not only by its owner"),
+                "{e}"
+            );
+        }
+        // Wine 8 maps a DACL to a Unix mode: it can show Everyone, not Users.
+        let readers: &[&str] = if crate::ffi::windows_acl::under_wine() {
+            &["S-1-1-0"]
+        } else {
+            &["S-1-1-0", "S-1-5-32-545"]
+        };
+        for &sid in readers {
+            grant(&path, sid, READ).unwrap();
+            let e = Credential::read(&path).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("is readable by {sid}, not only by its owner")),
+                "{e}"
+            );
+            assert!(e.contains("credential_readable_by_others"), "{e}");
+            assert!(Credential::read_with(&path, true).is_ok());
+        }
+        // SYSTEM and Administrators may use it: they are not "other users". (Not under
+        // Wine, where any DACL set later becomes a mode with Everyone read.)
+        if !crate::ffi::windows_acl::under_wine() {
+            grant(&path, "S-1-5-18", WRITE | READ).unwrap();
+            assert!(Credential::read(&path).is_ok());
+        }
+        // Writing it again makes it owner-only again.
+        sample().write(&path).unwrap();
+        check_owner_only(&std::fs::File::open(&path).unwrap()).unwrap();
+        assert!(Credential::read(&path).is_ok());
     }
 
     #[cfg(unix)]

@@ -9,12 +9,18 @@
 //! of a thread-local that it reads without panicking even while its thread is torn down.
 //! One file per C type: [`client`] (`HnapiClient`), [`server`] (`HnapiServer`); and
 //! [`codes`], [`boundary`], [`log`].
+//!
+//! One module here is no part of the C ABI: `windows_acl` (Windows only), the Windows
+//! security API calls that give private files owner-only access. It is here because it
+//! needs `unsafe`, which lives in this module only; it exposes safe functions.
 
 pub mod boundary;
 pub mod client;
 pub mod codes;
 pub mod log;
 pub mod server;
+#[cfg(windows)]
+pub(crate) mod windows_acl;
 
 use std::ffi::c_char;
 

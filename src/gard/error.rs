@@ -46,6 +46,14 @@ pub enum GardError {
         /// Its permission bits.
         mode: u32,
     },
+    /// On Windows: a key file's access control list lets another account read or change
+    /// it.
+    InsecureAccess {
+        /// The file.
+        path: PathBuf,
+        /// The account (its SID) and what it may do, e.g. "S-1-1-0 may read it".
+        who: String,
+    },
     /// `gard.toml` is not valid.
     Config {
         /// The file.
@@ -120,6 +128,11 @@ impl fmt::Display for GardError {
                 "{} is accessible to other users (mode {:04o}); make it private with `chmod 600`",
                 path.display(),
                 mode & 0o7777
+            ),
+            Self::InsecureAccess { path, who } => write!(
+                f,
+                "{} is accessible to other users ({who}); remove their access (Properties, Security) so only its owner has any",
+                path.display()
             ),
             Self::Config { path, reason } => write!(f, "{}: {reason}", path.display()),
             Self::Store(e) => e.fmt(f),

@@ -3,8 +3,11 @@
 
 use std::fs;
 use std::net::IpAddr;
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +74,7 @@ fn der(pem: &str) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
+#[cfg(unix)]
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -88,16 +92,26 @@ fn gard_init_makes_every_file_with_private_modes() {
     let dir = tmp.sub("gard");
     let gard = Gard::init(&dir, &InitOptions::default()).unwrap();
     assert_eq!(gard.dir(), dir);
-    assert_eq!(mode(&dir), 0o700);
-    for (name, _) in DIRECTORY_FILES {
-        let expected = if name.ends_with(".pem") { 0o644 } else { 0o600 };
-        assert_eq!(mode(&dir.join(name)), expected, "{name}");
-    }
-    // SQLite derives the mode of its WAL files from the database.
-    for side in ["gard.db-wal", "gard.db-shm"] {
-        if dir.join(side).exists() {
-            assert_eq!(mode(&dir.join(side)), 0o600, "{side}");
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&dir), 0o700);
+        for (name, _) in DIRECTORY_FILES {
+            let expected = if name.ends_with(".pem") { 0o644 } else { 0o600 };
+            assert_eq!(mode(&dir.join(name)), expected, "{name}");
         }
+        // SQLite derives the mode of its WAL files from the database.
+        for side in ["gard.db-wal", "gard.db-shm"] {
+            if dir.join(side).exists() {
+                assert_eq!(mode(&dir.join(side)), 0o600, "{side}");
+            }
+        }
+    }
+    // Windows: every private file is owned by the current user, with a protected access
+    // control list holding that user alone.
+    #[cfg(windows)]
+    for (name, _) in DIRECTORY_FILES.iter().filter(|(n, _)| !n.ends_with(".pem")) {
+        let file = fs::File::open(dir.join(name)).unwrap();
+        crate::ffi::windows_acl::check_owner_only(&file).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     assert_eq!(fs::read(dir.join("storage.key")).unwrap().len(), 32);
     assert!(
@@ -132,6 +146,7 @@ fn gard_init_refuses_an_initialised_directory() {
     Gard::open(&tmp.sub("gard")).unwrap();
 }
 
+#[cfg(unix)]
 #[test]
 fn gard_init_takes_an_existing_empty_directory() {
     let tmp = TempDir::new("existing");
@@ -166,6 +181,7 @@ fn gard_open_of_an_empty_directory_says_it_is_not_initialised() {
     ));
 }
 
+#[cfg(unix)]
 #[test]
 fn gard_open_refuses_a_storage_key_others_can_read() {
     let (tmp, _gard) = new_gard("perm");
@@ -173,6 +189,26 @@ fn gard_open_refuses_a_storage_key_others_can_read() {
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let e = Gard::open(&tmp.sub("gard")).err().unwrap();
     assert!(matches!(e, GardError::InsecurePermissions { .. }), "{e}");
+}
+
+/// Windows: a storage key whose access control list lets Everyone (S-1-1-0) read it, or
+/// change it, is refused, and the message names the account.
+#[cfg(windows)]
+#[test]
+fn gard_open_refuses_a_storage_key_everyone_can_read_or_change() {
+    use crate::ffi::windows_acl::{READ, WRITE, grant};
+    let (tmp, _gard) = new_gard("acl");
+    let key = tmp.sub("gard").join("storage.key");
+    Gard::open(&tmp.sub("gard")).unwrap();
+    for (mask, says) in [
+        (READ, "S-1-1-0 may read it"),
+        (WRITE, "S-1-1-0 may change it"),
+    ] {
+        grant(&key, "S-1-1-0", mask).unwrap();
+        let e = Gard::open(&tmp.sub("gard")).err().unwrap();
+        assert!(matches!(e, GardError::InsecureAccess { .. }), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
 }
 
 #[test]

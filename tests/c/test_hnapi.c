@@ -5,12 +5,20 @@
  *
  * Built by the test command with -Wall -Wextra -Werror and AddressSanitizer (which also
  * checks for leaks at exit). Prints one line per case; exit status 0 when all pass.
+ * tools/windows.sh builds it with mingw-w64 against hnapi.dll (64- and 32-bit) and runs it
+ * under Wine, without AddressSanitizer (mingw has none).
  */
 #define _POSIX_C_SOURCE 200809L
+#ifdef _WIN32
+#include <windows.h>
+#include <tlhelp32.h>
+#else
 #include <dirent.h>
+#endif
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,7 +288,7 @@ static HnapiClient *shared;
 static atomic_int thread_failures;
 
 static void *sender(void *arg) {
-    int t = (int)(long)arg;
+    int t = (int)(intptr_t)arg; /* intptr_t: long is 32 bits on 64-bit Windows */
     unsigned char buf[4096];
     for (int i = 0; i < 100; i++) {
         char control[32], msg[512], f[64];
@@ -298,7 +306,7 @@ static void *sender(void *arg) {
 static void test_sixteen_threads(void) {
     shared = open_client();
     pthread_t threads[16];
-    for (long t = 0; t < 16; t++) {
+    for (intptr_t t = 0; t < 16; t++) {
         pthread_create(&threads[t], NULL, sender, (void *)t);
     }
     for (int t = 0; t < 16; t++) {
@@ -479,6 +487,27 @@ static void test_retry_is_not_sent_again(void) {
           atomic_load(&big_requests));
 }
 
+#ifdef _WIN32
+/* The process's threads (a Toolhelp snapshot) and its open handles: Windows has no
+   /proc/self. */
+static int thread_count(void) {
+    HANDLE snap = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+    if (snap == INVALID_HANDLE_VALUE) return -1;
+    int n = 0;
+    THREADENTRY32 e;
+    e.dwSize = sizeof e;
+    for (BOOL more = Thread32First(snap, &e); more; more = Thread32Next(snap, &e)) {
+        if (e.th32OwnerProcessID == GetCurrentProcessId()) n++;
+    }
+    CloseHandle(snap);
+    return n;
+}
+
+static int open_files(void) {
+    DWORD n = 0;
+    return GetProcessHandleCount(GetCurrentProcess(), &n) ? (int)n : -1;
+}
+#else
 /* The entries of a /proc/self folder: the process's threads or open files. */
 static int entries(const char *folder) {
     DIR *d = opendir(folder);
@@ -491,8 +520,12 @@ static int entries(const char *folder) {
     return n;
 }
 
+static int thread_count(void) { return entries("/proc/self/task"); }
+static int open_files(void) { return entries("/proc/self/fd"); }
+#endif
+
 static void test_open_close_many(void) {
-    int threads = entries("/proc/self/task"), files = entries("/proc/self/fd");
+    int threads = thread_count(), files = open_files();
     double started = now_seconds();
     for (int i = 0; i < 1000; i++) {
         HnapiClient *c = NULL;
@@ -502,7 +535,7 @@ static void test_open_close_many(void) {
     }
     /* Threads and open files are back where they were; LeakSanitizer checks at exit that
        no memory of the 1000 was kept. */
-    int threads_after = entries("/proc/self/task"), files_after = entries("/proc/self/fd");
+    int threads_after = thread_count(), files_after = open_files();
     printf("     1000 in %.1f s; threads %d -> %d, open files %d -> %d\n", now_seconds() - started, threads,
            threads_after, files, files_after);
     CHECK(threads_after <= threads, "threads %d -> %d", threads, threads_after);
