@@ -197,6 +197,9 @@ if [ "$do_ppc64" = 1 ]; then
   xcargo test --locked --target "$ppc64" --test envelope --test cli_secure --no-run 2>&1 | tee "$work/no-run.log"
   mapfile -t test_exes < <(sed -n 's/^ *Executable .* (\(.*\))$/\1/p' "$work/no-run.log")
   [ "${#test_exes[@]}" -eq 2 ] || { echo "expected two test executables" >&2; exit 1; }
+  # A test build makes the library only as the tests link it (rlib): the shared library
+  # the C example loads needs a build of the library itself.
+  xcargo build --locked --target "$ppc64" --lib
   be_dir=$root/target/$ppc64/debug
   file -L "$be_dir/libhnapi.so" | grep -q "64-bit MSB.*PowerPC" || { file -L "$be_dir/libhnapi.so"; exit 1; }
   file "$be_dir/hnsecure" | grep -q "64-bit MSB.*PowerPC" || { file "$be_dir/hnsecure"; exit 1; }
