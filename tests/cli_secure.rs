@@ -306,6 +306,13 @@ fn sandbox_serves_then_stops_and_is_reused() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(get(&o.stdout, "MSA-1"), "AA");
+    // Into a pipe: the answer's bytes as received, CR segment ends, no newline added.
+    assert!(o.stdout.starts_with(b"MSH|"), "{:?}", text(&o.stdout));
+    assert!(
+        o.stdout.contains(&b'\r') && !o.stdout.contains(&b'\n'),
+        "{:?}",
+        text(&o.stdout)
+    );
     assert_eq!(sandbox.terminate().code(), Some(0));
 
     let credential = std::fs::read(sandbox_dir.join("credential.toml")).unwrap();

@@ -15,8 +15,8 @@ use crate::output::{Failure, read_input};
 #[derive(Args)]
 #[command(
     after_help = "Each FILE may hold several messages, each starting with MSH; - reads standard input.\n\
-Answers go to standard output exactly as received (CR segment ends), one LF between answers;\n\
---pretty shows them for people instead. Progress (on a terminal) and a summary go to standard error.\n\
+Into a pipe or file, answers go to standard output exactly as received (CR segment ends), one LF\n\
+between answers; on a terminal, one segment per line. --pretty shows them for people instead. Progress (on a terminal) and a summary go to standard error.\n\
 Exit status: 0 when every message got an HL7 answer (the receiver's or a network ACK), 1 otherwise,\n\
 2 on usage errors."
 )]
@@ -83,6 +83,7 @@ pub fn run(args: SendArgs) -> Result<(), Failure> {
     let mut printed = 0;
     let mut stats = Stats::default();
     let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
     let mut out = stdout.lock();
     while next_to_print < items.len() {
         while in_flight.len() < args.concurrency.max(1) {
@@ -115,10 +116,7 @@ pub fn run(args: SendArgs) -> Result<(), Failure> {
                     if args.pretty {
                         write_pretty(&mut out, item, &answer)?;
                     } else {
-                        if printed > 0 {
-                            out.write_all(b"\n")?;
-                        }
-                        out.write_all(&answer.bytes)?;
+                        out.write_all(&plain(&answer.bytes, terminal, printed == 0))?;
                     }
                     printed += 1;
                 }
@@ -141,6 +139,29 @@ pub fn run(args: SendArgs) -> Result<(), Failure> {
     } else {
         Ok(())
     }
+}
+
+/// An answer as plain `send` writes it. Into a pipe or file: exactly the bytes received,
+/// after one LF unless it is the first answer. On a terminal, where a bare CR would write
+/// each segment over the one before: one segment per line, the last one ending too.
+fn plain(answer: &[u8], terminal: bool, first: bool) -> Vec<u8> {
+    if !terminal {
+        let mut out = Vec::with_capacity(answer.len() + 1);
+        if !first {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(answer);
+        return out;
+    }
+    let mut out = Vec::with_capacity(answer.len() + 1);
+    for segment in answer
+        .split(|&b| b == b'\r' || b == b'\n')
+        .filter(|s| !s.is_empty())
+    {
+        out.extend_from_slice(segment);
+        out.push(b'\n');
+    }
+    out
 }
 
 fn write_pretty(out: &mut impl Write, item: &Item, answer: &Answer) -> std::io::Result<()> {
@@ -257,5 +278,53 @@ impl Progress {
         if self.on {
             eprint!("\r{}\r", " ".repeat(50));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANSWER: &[u8] =
+        b"MSH|^~\\&|HNAPI|BC00002041\rMSA|AA|1\rERR|^^^HJMB001I&SUCCESSFULLY COMPLETED\r";
+
+    #[test]
+    fn a_terminal_gets_one_segment_per_line_and_a_final_newline() {
+        let shown = plain(ANSWER, true, true);
+        assert_eq!(
+            shown,
+            b"MSH|^~\\&|HNAPI|BC00002041\nMSA|AA|1\nERR|^^^HJMB001I&SUCCESSFULLY COMPLETED\n"
+        );
+        assert!(!shown.contains(&b'\r'));
+        // The second answer starts on its own line: no separator needed, none added.
+        assert_eq!(plain(ANSWER, true, false), shown);
+        // An answer without a last CR still ends its line.
+        assert_eq!(plain(b"MSH|a\rMSA|AA", true, true), b"MSH|a\nMSA|AA\n");
+    }
+
+    #[test]
+    fn a_pipe_gets_the_bytes_as_received() {
+        assert_eq!(plain(ANSWER, false, true), ANSWER);
+        assert_eq!(plain(ANSWER, false, false), [b"\n", ANSWER].concat());
+    }
+
+    #[test]
+    fn pretty_ends_with_a_newline() {
+        let item = Item {
+            label: "a.hl7".to_owned(),
+            bytes: b"MSH|^~\\&|X|BC00000098|||||R03|123|D|2.4\r".to_vec(),
+        };
+        let answer = Answer {
+            bytes: b"MSH|^~\\&|HNAPI\rMSA|AA|123".to_vec(),
+            network_error: None,
+        };
+        let mut out = Vec::new();
+        write_pretty(&mut out, &item, &answer).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("   MSA|AA|123\n"), "{text:?}");
+        assert!(
+            text.starts_with("── a.hl7 (R03, control id 123) → answer\n"),
+            "{text:?}"
+        );
     }
 }
