@@ -15,6 +15,10 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading;
 
+// The tests (tests/dotnet/HnapiTests.cs) read Call.InitialBuffer; when they are compiled
+// against the packaged Hnapi.dll rather than with this file, they need to see it.
+[assembly: System.Runtime.CompilerServices.InternalsVisibleTo("HnapiTests")]
+
 namespace Hnapi
 {
     /// <summary>
