@@ -16,6 +16,9 @@
 //! - [`sandbox`] — the whole system on loopback, for testing against the simulator.
 //! - [`ffi`] — the C ABI of `libhnapi` (`include/hnapi.h`): thin over `client`.
 //! - [`xfer`] — the legacy HL7Xfer protocol (HNClient's socket) and MLLP framing. No I/O.
+//!
+//! [`gard`], [`gate`] and [`sandbox`] are built with the `server` feature (on by default):
+//! the library a vendor links is built without it and holds the rest.
 // `unsafe` lives in `ffi` and nowhere else: every other module also forbids it itself.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,11 +28,14 @@ pub mod config;
 pub mod envelope;
 #[allow(unsafe_code)]
 pub mod ffi;
+#[cfg(feature = "server")]
 pub mod gard;
+#[cfg(feature = "server")]
 pub mod gate;
 pub mod hl7;
 #[cfg(test)]
 mod kat;
+#[cfg(feature = "server")]
 pub mod sandbox;
 pub mod transport;
 pub mod xfer;

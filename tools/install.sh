@@ -15,7 +15,9 @@ if [ "${1:-}" = "--debug" ]; then
   shift
 fi
 prefix=${1:?usage: tools/install.sh [--debug] PREFIX}
-cargo_flags=(--locked --lib)
+# The vendor library: the client side only, without the gateway, HNGard or their stores
+# (the `server` feature, which the hnsecure program needs).
+cargo_flags=(--locked --lib --no-default-features)
 [ "$profile" = release ] && cargo_flags+=(--release)
 
 cargo build "${cargo_flags[@]}"

@@ -99,7 +99,10 @@ wine_of() { case "$1" in x86_64-*) echo "$wine64" ;; i686-*) echo "$wine32" ;; e
 
 step "Windows: release builds (hnapi.dll, libhnapi.dll.a, hnsecure.exe), 64- and 32-bit"
 for t in "${targets[@]}"; do
-  wcargo build --locked --release --target "$t" --lib --bin hnsecure
+  wcargo build --locked --release --target "$t" --bin hnsecure
+  # The DLL a vendor links: the client side only (no `server` feature), as tools/package.sh
+  # builds it, so the package step after this one finds it built.
+  wcargo build --locked --release --target "$t" --lib --no-default-features
   dist="target/windows/$(arch_of "$t")"
   rm -rf "$dist"
   mkdir -p "$dist/bin" "$dist/lib" "$dist/include"
@@ -110,6 +113,7 @@ for t in "${targets[@]}"; do
   cp "target/$t/release/libhnapi.dll.a" include/hnapi.def "$dist/lib/"
   cp include/hnapi.h "$dist/include/"
   ls -l "$dist/bin" "$dist/lib"
+  bash tools/client_only.sh "$dist/bin/hnapi.dll"
 done
 
 step "Windows: hnapi.dll exports exactly the header's functions, and include/hnapi.def lists them"
@@ -190,7 +194,7 @@ done
 
 step "Windows x86_64: a panic inside the library gives HNET_RTRN_INTERNALERROR (a debug test-panic build)"
 t=x86_64-pc-windows-gnu
-wcargo build --locked --target "$t" --lib --features test-panic
+wcargo build --locked --target "$t" --lib --no-default-features --features test-panic
 panic_dir="$work/panic"
 mkdir -p "$panic_dir"
 cp "target/$t/debug/hnapi.dll" "$panic_dir/"

@@ -21,9 +21,21 @@ pub type HnapiLogCallback =
 #[derive(Clone, Copy)]
 struct Sink {
     callback: extern "C" fn(i32, *const c_char, *mut c_void),
-    ctx: usize,
+    ctx: HostContext,
     max: LevelFilter,
 }
+
+/// The host's `ctx`, kept as the pointer it is (a pointer turned into an integer and back
+/// loses its provenance: Miri's strict-provenance check refused the earlier `usize`).
+#[derive(Clone, Copy)]
+struct HostContext(*mut c_void);
+
+// SAFETY: the library never dereferences `ctx`; it only hands it back to the host's
+// callback, which the host promises may be called from any thread with it
+// (`hnapi_set_log_callback`'s contract).
+unsafe impl Send for HostContext {}
+// SAFETY: as for `Send`: shared references only copy the pointer.
+unsafe impl Sync for HostContext {}
 
 static SINK: RwLock<Option<Sink>> = RwLock::new(None);
 
@@ -125,11 +137,7 @@ impl Log for CallbackLog {
         // One line per call: other crates' messages may span several.
         let text = format!("{target}: {}", record.args()).replace(['\0', '\r', '\n'], " ");
         if let Ok(line) = CString::new(text) {
-            (sink.callback)(
-                record.level() as i32,
-                line.as_ptr(),
-                sink.ctx as *mut c_void,
-            );
+            (sink.callback)(record.level() as i32, line.as_ptr(), sink.ctx.0);
         }
     }
 
@@ -177,7 +185,7 @@ pub unsafe extern "C" fn hnapi_set_log_callback(
         let sink = match cb {
             Some(callback) if max != LevelFilter::Off => Some(Sink {
                 callback,
-                ctx: ctx as usize,
+                ctx: HostContext(ctx),
                 max,
             }),
             _ => None,

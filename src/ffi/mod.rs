@@ -66,3 +66,6 @@ pub unsafe extern "C" fn hnapi_last_error(buf: *mut c_char, cap: usize) -> usize
     }
     bytes.len()
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,6 +17,7 @@
 //! IPv6 addresses count per /64, the block one host usually controls; IPv4-mapped IPv6
 //! addresses count as their IPv4 address.
 
+use crate::transport::peer_block;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
@@ -100,22 +101,6 @@ impl Drop for Turn<'_> {
 fn lock(waiting: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
     // A set of addresses: usable whatever a panic left.
     waiting.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The source a limit counts against: an IPv4 address, or an IPv6 /64 (the block one
-/// host usually controls); an IPv4-mapped IPv6 address counts as its IPv4 address.
-pub(crate) fn peer_block(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V4(_) => peer,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::from(octets)
-            }
-        },
-    }
 }
 
 #[cfg(test)]

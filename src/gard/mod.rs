@@ -102,7 +102,6 @@ use zeroize::Zeroizing;
 pub use audit::{AuditFilter, AuditKind, AuditRecord, DuplicateKey};
 pub use config::{CONFIG_FILE, PASSWORD_ENV, StoreConfig};
 pub use error::{AuthError, GardError, RegisterError};
-pub(crate) use limit::peer_block;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use store::{

@@ -83,7 +83,7 @@ impl Unauthenticated {
     /// unauthenticated connections are at their limit.
     fn take(state: &Arc<State>, peer: SocketAddr, limits: &super::Limits) -> Option<Self> {
         // Counted as registration failures are: per IPv4 address, or per IPv6 /64.
-        let source = crate::gard::peer_block(peer.ip());
+        let source = crate::transport::peer_block(peer.ip());
         let mut by_source = state
             .unauthenticated
             .lock()

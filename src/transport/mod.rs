@@ -7,6 +7,7 @@
 pub mod frame;
 pub mod tls;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +25,22 @@ pub use frame::{
 pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
 /// A gateway's TLS connection from a client.
 pub type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// The source a limit counts against: an IPv4 address, or an IPv6 /64 (the block one
+/// host usually controls); an IPv4-mapped IPv6 address counts as its IPv4 address.
+pub(crate) fn peer_block(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+        },
+    }
+}
 
 /// Why a connection to a gateway could not be made.
 #[derive(Debug)]

@@ -138,7 +138,7 @@ impl Drop for Slot {
 impl State {
     /// Takes a place for a connection from `peer`, or says which limit is reached.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, String> {
-        let source = crate::gard::peer_block(peer);
+        let source = crate::transport::peer_block(peer);
         let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
         let count = self.connections.load(Ordering::Relaxed);
         if count >= self.listen.max_connections {
