@@ -36,6 +36,7 @@
 //! # client_ca = "engines-ca.pem"      # CA of the engines' client certificates
 //! # require_client_cert = false       # refuse engines without a certificate from client_ca
 //! # allowed_subjects = ["CN=lab-1", "dns:lab.example", "ip:10.1.2.3"]   # and not listed
+//! # tls13_only = false                # true: refuse TLS 1.2 clients (alert protocol_version)
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -162,6 +163,9 @@ pub struct MllpTls {
     /// When set, an engine's certificate must also match one of these
     /// (`allowed_subjects`); otherwise any certificate from `client_ca` is taken.
     pub allowed_subjects: Option<Vec<SubjectPattern>>,
+    /// Offer TLS 1.3 only (`tls13_only`, default false: TLS 1.2 or 1.3). A TLS 1.2
+    /// client is then refused in the handshake with the alert `protocol_version`.
+    pub tls13_only: bool,
 }
 
 /// One entry of `[listen.mllp_tls] allowed_subjects`: what an engine's client
@@ -264,6 +268,8 @@ struct MllpTlsFile {
     #[serde(default)]
     require_client_cert: bool,
     allowed_subjects: Option<Vec<String>>,
+    #[serde(default)]
+    tls13_only: bool,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -464,6 +470,7 @@ fn listen_config(file: ListenFile, path: &Path) -> Result<ListenConfig, ConfigEr
             client_ca: t.client_ca.map(|c| resolve(path, &c)),
             require_client_cert: t.require_client_cert,
             allowed_subjects,
+            tls13_only: t.tls13_only,
         })
     });
     let max_connections = file
@@ -613,14 +620,22 @@ mod tests {
             "{tls}require_client_cert = true\nallowed_subjects = [\"CN=lab-1\", \"dns:lab.example\", \"ip:10.1.2.3\"]\n"
         ))
         .unwrap();
+        let t = l.mllp_tls.unwrap();
+        assert!(!t.tls13_only, "TLS 1.2 and 1.3 unless tls13_only");
         assert_eq!(
-            l.mllp_tls.unwrap().allowed_subjects.unwrap(),
+            t.allowed_subjects.unwrap(),
             [
                 SubjectPattern::CommonName("lab-1".into()),
                 SubjectPattern::Dns("lab.example".into()),
                 SubjectPattern::Ip("10.1.2.3".parse().unwrap()),
             ]
         );
+        let l = listen(&format!(
+            "{tls}tls13_only = true
+"
+        ))
+        .unwrap();
+        assert!(l.mllp_tls.unwrap().tls13_only);
         let cases = [
             (
                 "max_connections_per_address = 0\n".to_owned(),

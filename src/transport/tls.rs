@@ -107,16 +107,28 @@ pub fn server_config(
 }
 
 /// The client daemon's MLLP listener (not hnsecure's transport): TLS 1.2 or 1.3, as
-/// integration engines speak, no ALPN. With `client_ca`, engines' certificates are
-/// verified against it, and required when `require_client_cert`.
+/// integration engines speak (TLS 1.3 only when `tls13_only`), no ALPN. With
+/// `client_ca`, engines' certificates are verified against it, and required when
+/// `require_client_cert`.
+///
+/// A client that sends no certificate where one is required gets the alert
+/// `certificate_required` (116) from rustls on TLS 1.2 as on 1.3, although RFC 8446
+/// defined it for 1.3 (TLS 1.2 stacks expect `handshake_failure`, 40): `tls13_only`
+/// is for partners whose TLS 1.2 stack does not know it.
 pub fn mllp_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_ca: Option<&[CertificateDer<'static>]>,
     require_client_cert: bool,
+    tls13_only: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
     let builder = match client_ca {
         Some(ca) => {
             let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());

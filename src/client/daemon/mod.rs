@@ -232,8 +232,14 @@ fn mllp_tls(listen: &ListenConfig) -> Result<Option<TlsAcceptor>, RelayError> {
         Some(path) => Some(tls::certificates_from_pem(&read(path)?).map_err(|e| named(path, e))?),
         None => None,
     };
-    let config = tls::mllp_server_config(chain, key, ca.as_deref(), t.require_client_cert)
-        .map_err(|e| RelayError::Tls(e.to_string()))?;
+    let config = tls::mllp_server_config(
+        chain,
+        key,
+        ca.as_deref(),
+        t.require_client_cert,
+        t.tls13_only,
+    )
+    .map_err(|e| RelayError::Tls(e.to_string()))?;
     Ok(Some(TlsAcceptor::from(config)))
 }
 
