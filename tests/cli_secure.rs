@@ -313,6 +313,26 @@ fn sandbox_serves_then_stops_and_is_reused() {
         "{:?}",
         text(&o.stdout)
     );
+    // A garbled input beside a good one: the summary counts only what left the machine.
+    let garbled = dir.join("garbled.hl7");
+    std::fs::write(&garbled, b"MSH garbled, no field separator\r").unwrap();
+    let o = hnsecure(
+        &[
+            "send",
+            "--config",
+            &client_config,
+            &example("v5_2_5_4_request"),
+            garbled.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let summary = text(&o.stderr);
+    assert!(!o.status.success(), "{summary}");
+    assert!(
+        summary.contains("1 sent in ") && summary.contains("1 not sent (refused before leaving"),
+        "{summary}"
+    );
+    assert!(!summary.contains("without an answer"), "{summary}");
     assert_eq!(sandbox.terminate().code(), Some(0));
 
     let credential = std::fs::read(sandbox_dir.join("credential.toml")).unwrap();

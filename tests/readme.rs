@@ -6,6 +6,31 @@ use std::process::Command;
 use hnapi::hl7::NetworkCode;
 
 const README: &str = include_str!("../README.md");
+const CARGO_TOML: &str = include_str!("../Cargo.toml");
+
+#[test]
+fn readme_names_the_rust_version_cargo_toml_requires() {
+    let version = CARGO_TOML
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("Cargo.toml has a rust-version");
+    let wanted = format!("Rust {version} or later");
+    assert!(
+        README.contains(&wanted),
+        "README.md does not say {wanted:?}"
+    );
+    for line in README.lines() {
+        if let Some((_, rest)) = line.split_once("Rust 1.")
+            && rest.contains("or later")
+        {
+            assert!(
+                line.contains(&wanted),
+                "README.md names another Rust version: {line}"
+            );
+        }
+    }
+}
 
 #[test]
 fn readme_lists_every_network_code() {

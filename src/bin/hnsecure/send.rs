@@ -93,6 +93,8 @@ pub fn run(args: SendArgs) -> Result<(), Failure> {
             match client.send(&item.bytes, timeout) {
                 Ok(ticket) => in_flight.push_back((index, ticket)),
                 Err(e) => {
+                    // Refused here: nothing left the machine.
+                    stats.not_sent += 1;
                     done.insert(index, Err(e.to_string()));
                 }
             }
@@ -200,6 +202,8 @@ struct Stats {
     by_code: BTreeMap<String, usize>,
     network: BTreeMap<String, usize>,
     failed: usize,
+    /// Of `failed`, those the client refused before sending (nothing left the machine).
+    not_sent: usize,
 }
 
 impl Stats {
@@ -233,15 +237,22 @@ impl Stats {
         };
         let answered: usize = self.by_code.values().sum();
         let network: usize = self.network.values().sum();
-        let mut parts = vec![format!("{total} sent in {:.1} s", elapsed.as_secs_f64())];
+        let sent = total - self.not_sent;
+        let mut parts = vec![format!("{sent} sent in {:.1} s", elapsed.as_secs_f64())];
+        if self.not_sent > 0 {
+            parts.push(format!(
+                "{} not sent (refused before leaving this machine)",
+                self.not_sent
+            ));
+        }
         if answered > 0 {
             parts.push(format!("{answered} answered ({})", list(&self.by_code)));
         }
         if network > 0 {
             parts.push(format!("{network} network ACKs ({})", list(&self.network)));
         }
-        if self.failed > 0 {
-            parts.push(format!("{} without an answer", self.failed));
+        if self.failed > self.not_sent {
+            parts.push(format!("{} without an answer", self.failed - self.not_sent));
         }
         parts.join("; ")
     }
