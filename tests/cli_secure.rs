@@ -136,14 +136,22 @@ fn operator_and_vendor_from_the_readme() {
         "listen = \"127.0.0.1:0\"\ngard = \"gard\"\nfacility = \"HNGATE01\"\n[[route]]\napplication = \"*\"\ndestination = \"sim\"\n",
     )
     .unwrap();
+    let pid_file = dir.join("gate.pid");
     let gate = Daemon::start(&[
         "gate",
         "--config",
         dir.join("gate.toml").to_str().unwrap(),
         "--log-level",
         "warn",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
     ]);
     let addr = gate.ready_value("gate");
+    // The pid file names this gateway, for `kill -HUP "$(cat gate.pid)"`.
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", gate.child.id())
+    );
 
     // The vendor registers, with the code on standard input, not the command line.
     let credential = dir.join("credential.toml");
@@ -265,6 +273,7 @@ fn operator_and_vendor_from_the_readme() {
         Some(0),
         "the gateway exits 0 on SIGTERM"
     );
+    assert!(!pid_file.exists(), "a clean stop removes the pid file");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -17,7 +17,10 @@ On SIGHUP it reads the configuration again and puts routes and limits in force w
 connections; a configuration with a mistake is refused, the reason logged, and the old one kept.\n\
 On SIGINT or SIGTERM it stops accepting, lets running transactions finish (shutdown_grace_secs), and exits 0.\n\
 --check validates the configuration (and HNGard's directory, and the destinations' TLS files), prints\n\
-a summary and exits: 0 when it is usable, 1 when not."
+a summary and exits: 0 when it is usable, 1 when not.\n\n\
+Example, reloading this one gateway among several hnsecure processes:\n  \
+hnsecure gate --config gate.toml --pid-file gate.pid &\n  \
+kill -HUP \"$(cat gate.pid)\""
 )]
 pub struct GateArgs {
     /// The gateway's configuration file (gate.toml).
@@ -29,6 +32,31 @@ pub struct GateArgs {
     /// Check the configuration and exit, without serving.
     #[arg(long)]
     check: bool,
+    /// Write the gateway's process id to this file once it serves (before the ready
+    /// line), for `kill -HUP "$(cat FILE)"`; removed when the gateway stops cleanly.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+}
+
+/// The pid file: written when the gateway serves, removed when it stops.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> Result<Self, Failure> {
+        std::fs::write(&path, format!("{}\n", std::process::id())).map_err(|e| {
+            Failure::Input(Some(format!(
+                "cannot write the pid file {}: {e}",
+                path.display()
+            )))
+        })?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 pub fn run(args: GateArgs) -> Result<(), Failure> {
@@ -65,6 +93,7 @@ pub fn run(args: GateArgs) -> Result<(), Failure> {
         if let Some(metrics) = gate.metrics_addr() {
             log::info!("metrics at http://{metrics}/metrics");
         }
+        let _pid_file = args.pid_file.map(PidFile::write).transpose()?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "ready gate={addr}")?;
         out.flush()?;
