@@ -105,6 +105,9 @@ impl Sandbox {
     /// runtime, and makes sure the facility is registered.
     pub async fn start(options: &SandboxOptions) -> Result<Self, SandboxError> {
         let dir = &options.dir;
+        // A facility id that cannot be registered is refused before anything is made.
+        crate::gard::check_facility_id(&options.facility)
+            .map_err(|e| SandboxError(format!("--facility: {e}")))?;
         create_private_dir(dir)
             .map_err(|e| fail(&format!("cannot create {}", dir.display()))(&e))?;
         let dir = dir.canonicalize().map_err(|e| fail("sandbox folder")(&e))?;
@@ -129,7 +132,15 @@ impl Sandbox {
         let mut config = GateConfig::from_file(&gate_toml).map_err(|e| fail("gate.toml")(&e))?;
         config.listen = SocketAddr::from(([127, 0, 0, 1], options.port));
         let listen = config.listen;
-        let gate = Gate::bind(config).await.map_err(|e| fail("gateway")(&e))?;
+        let gate = Gate::bind(config).await.map_err(|e| match &e {
+            GateError::Bind(addr, io) if io.kind() == std::io::ErrorKind::AddrInUse => {
+                SandboxError(format!(
+                    "gateway: {addr} is in use (another sandbox or gateway?); \
+                     --port 0 picks a free port, and the ready line says which"
+                ))
+            }
+            _ => fail("gateway")(&e),
+        })?;
         let addr = gate.local_addr();
         let reloader = gate.reloader();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -413,3 +413,51 @@ fn gate_refuses_a_bad_config_clearly() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sandbox_refuses_a_bad_facility_before_making_its_folder_and_hints_at_port_0() {
+    let dir = temp_dir("cli-sandbox-refusals");
+    let sandbox_dir = dir.join("sandbox");
+    let o = hnsecure(
+        &[
+            "sandbox",
+            "--dir",
+            sandbox_dir.to_str().unwrap(),
+            "--port",
+            "0",
+            "--facility",
+            "not a facility",
+        ],
+        b"",
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("--facility"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!sandbox_dir.exists(), "nothing made for a refused facility");
+
+    // A busy port: the error says so and names the way out.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let o = hnsecure(
+        &[
+            "sandbox",
+            "--dir",
+            sandbox_dir.to_str().unwrap(),
+            "--port",
+            &port,
+            "--log-level",
+            "warn",
+        ],
+        b"",
+    );
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("is in use") && err.contains("--port 0"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
