@@ -4,7 +4,9 @@
 # checked, and it holds the header, README.txt, LICENSE and its libraries, stripped
 # (`file` says so for the shared library or DLL; the static library has no debug
 # sections); the jar holds the binding's classes and one native library per JNA resource
-# folder; the NuGet package its nuspec, Hnapi.dll and runtimes/<rid>/native/.
+# folder; the NuGet package its nuspec, Hnapi.dll and runtimes/<rid>/native/. Every library
+# is checked to hold the client side only (tools/client_only.sh), and each stripped shared
+# library to be within its size budget (size_budget below; the README's Packages table).
 #
 #   tools/check_packages.sh [DIR]
 set -euo pipefail
@@ -13,6 +15,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tools/lib.sh
 dir=$(cd "${1:-target/packages}" && pwd)
 fail() { echo "FAILED: $*" >&2; exit 1; }
+# size_budget TARGET: the most bytes its stripped shared library may have (README, Packages).
+size_budget() {
+  case "$1" in
+    x86_64-unknown-linux-gnu) echo 4200000 ;;
+    i686-unknown-linux-gnu) echo 4250000 ;;
+    powerpc64-unknown-linux-gnu) echo 5100000 ;;
+    x86_64-pc-windows-gnu) echo 7000000 ;;
+    i686-pc-windows-gnu) echo 6750000 ;;
+    *) echo "check_packages: no size budget for $1" >&2; exit 1 ;;
+  esac
+}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -56,6 +69,14 @@ for f in "${files[@]}"; do
       desc=$(file -b "$shared")
       echo "${shared#"$sdk"/}: $desc"
       [[ "$desc" == *stripped* && "$desc" != *"not stripped"* ]] || fail "$f: ${shared#"$sdk"/} is not stripped"
+      # The client side only, and within the README's size budget.
+      client_only=("$shared")
+      [ -s "$sdk/lib/libhnapi.a" ] && client_only+=("$sdk/lib/libhnapi.a")
+      bash tools/client_only.sh "${client_only[@]}" || fail "$f: its library holds server parts"
+      size=$(wc -c <"$shared")
+      budget=$(size_budget "$t")
+      echo "${shared#"$sdk"/}: $size bytes, budget $budget"
+      [ "$size" -le "$budget" ] || fail "$f: ${shared#"$sdk"/} is $size bytes, over its budget of $budget (README, Packages)"
       ;;
     hnapi-*.jar)
       echo "--> $f"

@@ -99,24 +99,26 @@ command -v javac >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
 cross_env
 jna=${JNA_JAR:-/usr/share/java/jna.jar}
 
-# mkzip OUT DIR: a zip of DIR's contents (names relative to DIR, sorted, with the time
-# of SOURCE_DATE_EPOCH), as NuGet and Windows users expect it; python's zipfile, so that
-# no zip program is needed.
+# mkzip OUT DIR [--folder]: a zip of DIR's contents (names relative to DIR, sorted, with
+# the time of SOURCE_DATE_EPOCH), as NuGet expects it; with --folder the names start with
+# DIR's own name, as an SDK archive extracts into one folder (like the .tar.gz ones).
+# Python's zipfile, so that no zip program is needed.
 mkzip() {
-  python3 - "$1" "$2" <<'PY'
+  python3 - "$@" <<'PY'
 import os, sys, time, zipfile
 out, top = sys.argv[1], sys.argv[2]
+base = os.path.dirname(os.path.abspath(top)) if sys.argv[3:] == ["--folder"] else top
 stamp = time.gmtime(max(int(os.environ.get("SOURCE_DATE_EPOCH", "0")), 315532800))[:6]
 names = []
 for d, _, files in os.walk(top):
-    names += [os.path.relpath(os.path.join(d, f), top) for f in files]
+    names += [os.path.relpath(os.path.join(d, f), base) for f in files]
 with zipfile.ZipFile(out + ".tmp", "w", zipfile.ZIP_DEFLATED) as z:
     for n in sorted(names):
         info = zipfile.ZipInfo(n.replace(os.sep, "/"), stamp)
         info.compress_type = zipfile.ZIP_DEFLATED
-        mode = os.stat(os.path.join(top, n)).st_mode
+        mode = os.stat(os.path.join(base, n)).st_mode
         info.external_attr = (mode & 0o777 | 0o100000) << 16
-        with open(os.path.join(top, n), "rb") as f:
+        with open(os.path.join(base, n), "rb") as f:
             z.writestr(info, f.read())
 os.replace(out + ".tmp", out)
 PY
@@ -294,7 +296,7 @@ TXT
   (cd "$sdk" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum >SHA256SUMS)
   if is_windows "$t"; then
     archive=$name.zip
-    (cd "$stage" && mkzip "$out/$archive" "$name")
+    (cd "$stage" && mkzip "$out/$archive" "$name" --folder)
   else
     archive=$name.tar.gz
     tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
@@ -316,7 +318,9 @@ jar --create --file "$out/$jar" --manifest "$stage/manifest" --date="$(date -u -
 artifacts+=("$jar")
 jar --list --file "$out/$jar" | grep -E '(\.so|\.dll)$'
 
-if [ "$jar_only" = 0 ]; then
+if [ "$jar_only" = 0 ] && [ ! -d "$stage/nuget/runtimes" ]; then
+  echo "no NuGet package: none of the targets built has a .NET runtime identifier"
+elif [ "$jar_only" = 0 ]; then
   step "the NuGet package: Hnapi.dll and runtimes/<rid>/native/"
   nuget=$stage/nuget
   mkdir -p "$nuget/lib/net6.0" "$nuget/_rels"
