@@ -6,7 +6,8 @@
 #
 # Steps: rustfmt and clippy components, formatting, clippy (warnings are errors), the
 # dependency audit (cargo audit), the Python peers' virtual environment (python-hl7 and
-# hl7apy, under target/), the whole Rust test suite (unit, Volume 5 examples, property
+# hl7apy, under target/), the Node peers (node-hl7-client and node-hl7-server, npm ci into
+# target/node-peers), the whole Rust test suite (unit, Volume 5 examples, property
 # tests, end to end over TLS, CLI, fuzz regressions, doc examples), then the C ABI: the header is what cbindgen makes,
 # the C tests (with AddressSanitizer), a forced panic (a test-panic build), the C examples
 # (shared, static, pkg-config), the C# and Java bindings' tests and examples, and the Rust
@@ -104,6 +105,25 @@ venv=target/python-hl7
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c "import hl7, hl7apy" 2>/dev/null ||
   "$venv/bin/python" -m pip install --quiet "hl7==0.4.5" "hl7apy==1.3.5"
+
+step "Node peers: node-hl7-client 3.2.0 and node-hl7-server 2.5.0, under target/node-peers"
+# Before the Rust tests: tests/interop.rs drives them with node (and makes this folder the
+# same way when it is missing; without node it skips them loudly, or fails when CI or
+# HNSECURE_REQUIRE_PEERS is set). Pinned by tests/node/package-lock.json. Debian's nodejs
+# only when there is no node at all (a newer one, from NodeSource say, is kept). OpenSSL's
+# s_client is driven by the same tests.
+if have apt-get; then
+  have node || apt_install nodejs npm
+  have openssl || apt_install openssl
+fi
+if have node && have npm; then
+  node --version
+  mkdir -p target/node-peers
+  cp tests/node/package.json tests/node/package-lock.json target/node-peers/
+  npm ci --prefix target/node-peers --no-audit --no-fund
+else
+  echo "node is missing: tests/interop.rs will skip node-hl7-client and node-hl7-server"
+fi
 
 step "cargo test"
 cargo test --locked

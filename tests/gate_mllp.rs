@@ -536,6 +536,35 @@ fn a_receiver_that_closes_a_while_after_each_answer_answers_a_thousand_requests(
     assert_eq!(receiver.connections.load(Ordering::Relaxed), 1000);
 }
 
+/// A receiver that answers another request on a kept connection (as node-hl7-server 2.5
+/// does, tests/interop.rs) has that answer refused, and no connection to it is kept from
+/// then on: each later request has a connection of its own.
+#[test]
+fn a_wrong_answer_on_a_kept_connection_stops_pooling_for_that_destination() {
+    let receiver = Receiver::start(None);
+    let system = System::start_with(
+        "gate-mllp-mixes",
+        Some(&gate_toml(&mllp_route("LAB", receiver.addr, ""))),
+    );
+    let client = Client::open_file(&system.client_config()).unwrap();
+    let ask = |control: &str| {
+        client
+            .send_receive(&request("LAB", control), None)
+            .unwrap()
+            .bytes
+    };
+    assert_answered(&ask("ok-0"), "ok-0");
+    // On ok-0's connection, kept in the pool.
+    assert_hngate_ar(&ask("wrong-1"), "TXFR024E", "wrong-1");
+    assert_eq!(receiver.connections.load(Ordering::Relaxed), 1);
+    for i in 2..22 {
+        let control = format!("ok-{i}");
+        assert_answered(&ask(&control), &control);
+    }
+    // Pooling would have carried them all on one new connection.
+    assert_eq!(receiver.connections.load(Ordering::Relaxed), 21);
+}
+
 /// A receiving system written in Python, `tests/python/receivers.py KIND`, killed when dropped.
 struct PythonReceiver {
     child: std::process::Child,

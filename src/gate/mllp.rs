@@ -28,6 +28,12 @@
 //! its answer, or lost on reuse, connections are not kept at all for [`RELEARN`], then the
 //! habit is learnt again.
 //!
+//! A receiver that answers another request on a kept connection (node-hl7-server 2.5
+//! keeps what it read on a connection and answers its second message with the first one's
+//! MSA-2) has that answer refused (`TXFR024E`, as any wrong answer) and, since it would do
+//! so again, no connection to it is kept from then on ([`Habit::Mixes`]), for as long as
+//! the gateway runs: each request then has a connection of its own.
+//!
 //! A request that certainly did not reach the receiver — the connection failed while it
 //! was being written, so its frame's end never left — is sent once more, on a new
 //! connection. One that may have arrived (written whole, then the connection closed or
@@ -232,6 +238,10 @@ enum Habit {
     /// A connection was found closed soon after its answer, or lost on reuse, at this
     /// time: no connection is kept until [`RELEARN`] has passed.
     Closes(Instant),
+    /// A kept connection carried an answer to another request (node-hl7-server 2.5 keeps
+    /// what it read on a connection and answers the second message with the first one's
+    /// MSA-2): no connection is kept for the destination's life.
+    Mixes,
 }
 
 impl Habit {
@@ -340,8 +350,12 @@ impl MllpDestination {
                 return Ok(answer);
             }
             Err(Attempt::Failed(failure)) => {
-                if reused && matches!(failure, MllpFailure::Closed(_)) {
-                    self.learn(Habit::Closes(Instant::now()));
+                if reused {
+                    match failure {
+                        MllpFailure::Closed(_) => self.learn(Habit::Closes(Instant::now())),
+                        MllpFailure::WrongAnswer { .. } => self.learn(Habit::Mixes),
+                        _ => {}
+                    }
                 }
                 return Err(failure);
             }
@@ -415,14 +429,25 @@ impl MllpDestination {
         Ok(answer)
     }
 
-    /// Records what the receiver was seen to do; learning that it closes empties the pool.
+    /// Records what the receiver was seen to do; learning that it closes, or mixes up
+    /// answers on kept connections, empties the pool. [`Habit::Mixes`] is never unlearnt.
     fn learn(&self, seen: Habit) {
         let mut habit = self.habit.lock().unwrap_or_else(|e| e.into_inner());
         let before = habit.now();
+        if before == Habit::Mixes {
+            return;
+        }
         *habit = seen;
         drop(habit);
         match (before, seen) {
             (Habit::Closes(_), Habit::Closes(_)) | (Habit::Keeps, Habit::Keeps) => {}
+            (_, Habit::Mixes) => {
+                log::warn!(
+                    "{}: the receiver answered another request on a kept connection; connections to it are no longer kept (give its route pool_size = 0)",
+                    self.name
+                );
+                self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
             (_, Habit::Closes(_)) => {
                 log::info!(
                     "{}: the receiver closes its connections after an answer; none kept for {} s",
@@ -495,7 +520,7 @@ impl MllpDestination {
     }
 
     fn give_back(&self, reader: MllpReader<Stream>) {
-        if !reader.is_between_frames() || matches!(self.habit(), Habit::Closes(_)) {
+        if !reader.is_between_frames() || matches!(self.habit(), Habit::Closes(_) | Habit::Mixes) {
             return;
         }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
