@@ -19,7 +19,38 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-step() { printf '\n==> %s\n' "$*"; }
+# step NAME: starts a step; each step's duration is printed when the next one starts, and
+# all of them in a table at the end (of a passing run, and of a failing one: the last row is
+# the step that failed).
+step_names=()
+step_secs=()
+step_current=""
+step_started=$SECONDS
+step_end() {
+  [ -n "$step_current" ] || return 0
+  local took=$((SECONDS - step_started))
+  step_names+=("$step_current")
+  step_secs+=("$took")
+  printf '    (%d s)\n' "$took"
+  step_current=""
+}
+step() {
+  step_end
+  step_current="$*"
+  step_started=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+durations() {
+  step_end
+  local i total=0
+  printf '\n%6s  %s\n' "secs" "step"
+  for i in "${!step_names[@]}"; do
+    printf '%6d  %s\n' "${step_secs[$i]}" "${step_names[$i]}"
+    total=$((total + step_secs[i]))
+  done
+  printf '%6d  %s\n' "$total" "in all"
+}
+trap durations EXIT
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # apt_install PACKAGE...: installs the Debian packages that are not installed yet.
@@ -139,6 +170,7 @@ cleanup() {
   if [ -n "$relay_pid" ]; then kill "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; fi
   if [ -n "$sandbox_pid" ]; then kill "$sandbox_pid" 2>/dev/null || true; wait "$sandbox_pid" 2>/dev/null || true; fi
   rm -rf "$work"
+  durations
 }
 trap cleanup EXIT
 cbindgen --quiet --config cbindgen.toml --crate hnsecure --output "$work/hnapi.h"
@@ -303,4 +335,6 @@ else
   echo "Miri skipped: no nightly toolchain here (rustup toolchain install nightly, then run ./test.sh again)"
 fi
 
-step "all checks passed"
+step_end
+echo
+echo "==> all checks passed"
