@@ -129,6 +129,13 @@ fn operator_and_vendor_from_the_readme() {
         !code.is_empty() && !code.contains(' '),
         "the code alone on stdout: {code:?}"
     );
+    // The command `gard add` tells the operator to hand over, run later as printed.
+    let told = text(&o.stderr);
+    let hint = told
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("hnsecure client register "))
+        .unwrap_or_else(|| panic!("no register command in {told}"))
+        .to_owned();
 
     // The gateway.
     std::fs::write(
@@ -153,26 +160,25 @@ fn operator_and_vendor_from_the_readme() {
         format!("{}\n", gate.child.id())
     );
 
-    // The vendor registers, with the code on standard input, not the command line.
+    // The vendor registers with the command gard add printed, only the gateway's address
+    // filled in, in a folder holding the code and the CA certificate it names.
     let credential = dir.join("credential.toml");
-    let o = hnsecure(
-        &[
-            "client",
-            "register",
-            "--gate",
-            &addr,
-            "--facility",
-            "BC00000098",
-            "--code",
-            "-",
-            "--ca",
-            dir.join("gard/ca.pem").to_str().unwrap(),
-            "--out",
-            credential.to_str().unwrap(),
-        ],
-        format!("{code}\n").as_bytes(),
+    std::fs::write(dir.join("code.txt"), format!("{code}\n")).unwrap();
+    std::fs::copy(dir.join("gard/ca.pem"), dir.join("ca.pem")).unwrap();
+    let hint = hint.replace("HOST:PORT", &addr);
+    let o = Command::new(BIN)
+        .args(["client", "register"])
+        .args(hint.split_whitespace())
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{hint}: {}", text(&o.stderr));
+    assert!(
+        credential.exists(),
+        "{hint} wrote no {}",
+        credential.display()
     );
-    assert!(o.status.success(), "{}", text(&o.stderr));
     let suggested = text(&o.stdout);
     assert!(
         suggested.contains("facility = \"BC00000098\""),
@@ -379,7 +385,24 @@ fn demo_runs_the_volume5_transactions() {
     assert!(out.contains("All answers were as expected."), "{out}");
     assert!(out.contains("HNHR517E"), "the duplicate person: {out}");
     assert!(out.contains("TXFR024E"), "the timeout: {out}");
-    assert!(!out.contains('✗'), "{out}");
+    assert!(!out.lines().any(|l| l.trim_start().starts_with('✗')), "{out}");
+    // It says what ✓ means, why the timeout step is early, and what to try next, with
+    // commands that work (the samples it names exist).
+    assert!(
+        out.contains("✓ when the answer is the one that step"),
+        "{out}"
+    );
+    assert!(out.contains("about 2.7 s, not 3"), "{out}");
+    assert!(
+        out.contains("hnsecure sandbox --dir hnsecure-sandbox --port 0"),
+        "{out}"
+    );
+    assert!(out.contains("examples/messages/*.hl7"), "{out}");
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/messages/v5_2_5_4_end_payer_relationship.hl7")
+            .exists()
+    );
 }
 
 #[test]
@@ -459,5 +482,44 @@ fn sandbox_refuses_a_bad_facility_before_making_its_folder_and_hints_at_port_0()
         err.contains("is in use") && err.contains("--port 0"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_sample_messages_are_answered_aa_by_a_new_sandbox() {
+    let dir = temp_dir("cli-samples");
+    let sandbox = Daemon::start(&[
+        "sandbox",
+        "--dir",
+        dir.join("sandbox").to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+    ]);
+    let client_config = sandbox.ready_value("client_config");
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/messages");
+    let mut samples: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hl7"))
+        .collect();
+    samples.sort();
+    assert!(samples.len() >= 3, "{samples:?}");
+    for sample in &samples {
+        let o = hnsecure(
+            &["send", "--config", &client_config, sample.to_str().unwrap()],
+            b"",
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(
+            get(&o.stdout, "MSA-1"),
+            "AA",
+            "{}: {}",
+            sample.display(),
+            text(&o.stdout)
+        );
+    }
+    assert_eq!(sandbox.terminate().code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }

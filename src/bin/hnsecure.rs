@@ -28,7 +28,18 @@ mod send;
 /// hnsecure — exchange healthnetBC HL7 v2 messages securely with BC Ministry of Health
 /// applications.
 #[derive(Parser)]
-#[command(name = "hnsecure", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "hnsecure",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "New here? Start with the whole system on this machine, no setup:\n  \
+hnsecure demo\n\
+then keep a sandbox running and send your own messages to it:\n  \
+hnsecure sandbox --dir hnsecure-sandbox --port 0\n  \
+hnsecure send --config hnsecure-sandbox/client.toml examples/messages/*.hl7"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -107,7 +107,9 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         .block_on(Sandbox::start(&options))
         .map_err(|e| Failure::Input(Some(e.to_string())))?;
     println!(
-        "Gateway on {}; facility registered with a one-time code over TLS.\n",
+        "Gateway on {}; facility registered with a one-time code over TLS.\n\
+         Each step shows a request, its answer, and ✓ when the answer is the one that step\n\
+         expects, whatever its code (an AR can be the right answer), ✗ when it is not.\n",
         sandbox.addr()
     );
 
@@ -225,6 +227,14 @@ fn run_steps(sandbox: &Sandbox, facility: &str) -> Result<(), Failure> {
         failures += show(&client, first + i, &step, None);
     }
     println!();
+    println!(
+        "Step 8 is answered in about 2.7 s, not 3: the gateway waits for a destination at most\n\
+         the client's timeout less a tenth of it (at most 1 s), so that its own AR TXFR024E\n\
+         reaches the client before the client would give up.\n\n\
+         Next: keep a sandbox running and send your own messages to it:\n  \
+         hnsecure sandbox --dir hnsecure-sandbox --port 0\n  \
+         hnsecure send --config hnsecure-sandbox/client.toml examples/messages/*.hl7\n"
+    );
     if failures == 0 {
         println!("All answers were as expected.");
         Ok(())

@@ -97,6 +97,10 @@ enum GardCommand {
     },
     /// Print a new one-time registration code for an existing facility, replacing any
     /// earlier code. Registering with it rotates the facility's certificate and envelope key.
+    #[command(
+        after_help = "Example (the code alone on standard output, into a file to hand over):\n  \
+        hnsecure gard --dir /var/lib/hnsecure/gard code BC00000098 --code-days 3 > code.txt"
+    )]
     Code {
         /// The facility id.
         #[arg(value_parser = parse_id)]
@@ -106,8 +110,12 @@ enum GardCommand {
         code_days: u32,
     },
     /// List the facilities, one per line.
+    #[command(after_help = "Example:\n  hnsecure gard --dir /var/lib/hnsecure/gard list")]
     List,
     /// Show the details of one facility.
+    #[command(
+        after_help = "Example:\n  hnsecure gard --dir /var/lib/hnsecure/gard show BC00000098"
+    )]
     Show {
         /// The facility id.
         #[arg(value_parser = parse_id)]
@@ -133,6 +141,10 @@ printed (or written to --out), to put in its credential file in place of the old
         out: Option<PathBuf>,
     },
     /// Revoke a facility, for good: new connections with its certificate are refused at once.
+    #[command(
+        after_help = "Example:\n  hnsecure gard --dir /var/lib/hnsecure/gard revoke BC00000098\n\
+        Revocation is final: the facility cannot register again under this id."
+    )]
     Revoke {
         /// The facility id.
         #[arg(value_parser = parse_id)]

@@ -32,6 +32,9 @@ pub enum Hl7Command {
     /// Prints one line per finding (`error PID-2: …`, `warning MSH-8: …`) and a summary
     /// on standard error. Findings name places, never data. Exit 0 when there are no
     /// errors (warnings allowed), 1 when there is any.
+    #[command(
+        after_help = "Examples:\n  hnsecure hl7 check request.hl7\n  hnsecure hl7 check - < batch.hl7"
+    )]
     Check {
         /// The message file, or - for standard input.
         file: String,
@@ -61,6 +64,9 @@ pub enum Hl7Command {
         control_id: Option<String>,
     },
     /// Print messages for people: one segment per line.
+    #[command(
+        after_help = "Examples:\n  hnsecure hl7 fmt answer.hl7\n  hnsecure hl7 fmt --fields request.hl7"
+    )]
     Fmt {
         /// The message file, or - for standard input.
         file: String,

@@ -13,11 +13,14 @@ use crate::output::Failure;
 #[command(
     after_help = "The first run creates DIR: HNGard's directory and CA, gate.toml (every route to the\n\
 simulator), a registered facility with client.toml and its credential. Later runs reuse it.\n\
-When it serves, it prints exactly one line on standard output:\n\
-  ready gate=HOST:PORT client_config=PATH server_config=PATH\n\
-server.toml is for a demo server application (an HNAPI receiving system) serving HNAPI-DEMO.\n\
-then serves until SIGINT or SIGTERM. On SIGHUP it reads DIR/gate.toml again, as hnsecure gate does.\n\
-Send to it with: hnsecure send --config PATH FILE"
+When it serves, it prints exactly one line on standard output, then serves until SIGINT or\n\
+SIGTERM (on SIGHUP it reads DIR/gate.toml again, as hnsecure gate does):\n  \
+ready gate=HOST:PORT client_config=PATH server_config=PATH\n\
+client_config is the facility's client.toml, for hnsecure send and HNAPI programs; server_config\n\
+is a server.toml for a demo server application (an HNAPI receiving system) serving HNAPI-DEMO.\n\n\
+Examples:\n  \
+hnsecure sandbox --dir hnsecure-sandbox --port 0\n  \
+hnsecure send --config hnsecure-sandbox/client.toml examples/messages/*.hl7"
 )]
 pub struct SandboxArgs {
     /// The sandbox's folder.

@@ -18,7 +18,11 @@ use crate::output::{Failure, read_input};
 Into a pipe or file, answers go to standard output exactly as received (CR segment ends), one LF\n\
 between answers; on a terminal, one segment per line. --pretty shows them for people instead. Progress (on a terminal) and a summary go to standard error.\n\
 Exit status: 0 when every message got an HL7 answer (the receiver's or a network ACK), 1 otherwise,\n\
-2 on usage errors."
+2 on usage errors.\n\n\
+Examples:\n  \
+hnsecure send --config client.toml request.hl7\n  \
+hnsecure send --config client.toml --pretty --concurrency 8 batch/*.hl7\n  \
+printf 'MSH|^~\\\\&|...' | hnsecure send --config client.toml -"
 )]
 pub struct SendArgs {
     /// The client configuration (client.toml).
