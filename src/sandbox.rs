@@ -13,6 +13,8 @@
 //! DIR/server.toml       a demo server application's configuration: it serves HNAPI-DEMO
 //! DIR/server-credential.toml  its credential (facility BC00000099, role server,
 //!                       recorded in HNGard as serving HNAPI-DEMO)
+//! DIR/sandbox.lock      locked while a sandbox runs in DIR, holding its pid: a second
+//!                       sandbox in the same folder is refused and names that pid
 //! ```
 #![forbid(unsafe_code)]
 
@@ -55,6 +57,53 @@ pub struct Sandbox {
     serving: Option<JoinHandle<Result<(), GateError>>>,
     reloader: crate::gate::Reloader,
     listen: SocketAddr,
+    /// `DIR/sandbox.lock`, locked while this sandbox runs: one sandbox per folder.
+    lock: Option<std::fs::File>,
+}
+
+/// The lock file of a sandbox's folder, holding the pid of the sandbox that has it.
+pub const LOCK_FILE: &str = "sandbox.lock";
+
+/// Takes the folder's lock (an OS file lock, let go when the process ends however it
+/// ends), or says which process holds it. Before anything in the folder is touched: a
+/// second sandbox must not rewrite the first one's `client.toml`.
+fn lock_folder(dir: &Path) -> Result<std::fs::File, SandboxError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| fail(&format!("cannot open {}", path.display()))(&e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                format!("process {holder}")
+            };
+            return Err(SandboxError(format!(
+                "{} is in use by another hnsecure sandbox ({who}); stop it, or give another --dir",
+                dir.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(fail(&format!("cannot lock {}", path.display()))(&e));
+        }
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush());
+    written.map_err(|e| fail(&format!("cannot write {}", path.display()))(&e))?;
+    Ok(file)
 }
 
 /// Reloads a running sandbox's `gate.toml` ([`Sandbox::reloader`]).
@@ -111,6 +160,7 @@ impl Sandbox {
         create_private_dir(dir)
             .map_err(|e| fail(&format!("cannot create {}", dir.display()))(&e))?;
         let dir = dir.canonicalize().map_err(|e| fail("sandbox folder")(&e))?;
+        let lock = lock_folder(&dir)?;
         let gard_dir = dir.join("gard");
         let gard = if gard_dir.join("gard.db").exists() {
             Gard::open(&gard_dir).map_err(|e| fail("HNGard")(&e))?
@@ -154,6 +204,7 @@ impl Sandbox {
             serving: Some(serving),
             reloader,
             listen,
+            lock: Some(lock),
         };
         if let Err(e) = sandbox.ensure_facility(&gard, &options.facility).await {
             sandbox.stop().await;
@@ -289,6 +340,8 @@ impl Sandbox {
         if let Some(serving) = self.serving.take() {
             let _ = serving.await;
         }
+        // The folder is free for the next sandbox once this one has stopped serving.
+        self.lock = None;
     }
 
     /// Waits until the gateway stops on its own (it does not, unless it fails).

@@ -385,7 +385,10 @@ fn demo_runs_the_volume5_transactions() {
     assert!(out.contains("All answers were as expected."), "{out}");
     assert!(out.contains("HNHR517E"), "the duplicate person: {out}");
     assert!(out.contains("TXFR024E"), "the timeout: {out}");
-    assert!(!out.lines().any(|l| l.trim_start().starts_with('✗')), "{out}");
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with('✗')),
+        "{out}"
+    );
     // It says what ✓ means, why the timeout step is early, and what to try next, with
     // commands that work (the samples it names exist).
     assert!(
@@ -521,5 +524,40 @@ fn the_sample_messages_are_answered_aa_by_a_new_sandbox() {
         );
     }
     assert_eq!(sandbox.terminate().code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn one_sandbox_per_folder_and_the_second_names_the_first() {
+    let dir = temp_dir("cli-sandbox-lock");
+    let sandbox_dir = dir.join("sandbox");
+    let args = [
+        "sandbox",
+        "--dir",
+        sandbox_dir.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+    ];
+    let first = Daemon::start(&args);
+    let client_toml = std::fs::read(first.ready_value("client_config")).unwrap();
+    let o = hnsecure(&args, b"");
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "a second sandbox started: {err}");
+    assert!(
+        err.contains("in use by another hnsecure sandbox")
+            && err.contains(&format!("process {}", first.child.id())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(sandbox_dir.join("client.toml")).unwrap(),
+        client_toml,
+        "the first sandbox's client.toml is untouched"
+    );
+    // Once the first has stopped, the folder is free again.
+    assert_eq!(first.terminate().code(), Some(0));
+    let again = Daemon::start(&args);
+    assert_eq!(again.terminate().code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }

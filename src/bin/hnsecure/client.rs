@@ -163,11 +163,13 @@ fn relay(path: &std::path::Path, log_level: log::LevelFilter) -> Result<(), Fail
             "client daemon listening: {}",
             ready.trim_start_matches("ready ")
         );
+        // Watched before the ready line, so a SIGTERM right after it stops cleanly.
+        let shutdown = crate::daemon::shutdown_signal();
         let mut out = std::io::stdout().lock();
         writeln!(out, "{ready}")?;
         out.flush()?;
         drop(out);
-        relay.run(crate::daemon::shutdown_signal()).await;
+        relay.run(shutdown).await;
         Ok(())
     })
 }

@@ -65,14 +65,21 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    // The handlers are installed now, not when the future is first polled: a caller makes
+    // this before it prints its ready line, so a SIGTERM sent as soon as that line is read
+    // stops the process cleanly instead of killing it (the default action).
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            Ok((mut term, mut int)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                     _ = term.recv() => {}
                 }
             }
@@ -80,10 +87,42 @@ pub async fn shutdown_signal() {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        log::info!("shutdown signal received");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+/// SIGHUP, watched from the moment this is made. Daemons make it before they print their
+/// ready line: SIGHUP's default action ends the process, so a reload asked for as soon as
+/// that line is read must find the handler there.
+pub struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    /// Starts watching (inside the runtime).
+    pub fn watch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let watched = signal(SignalKind::hangup())
+                .map_err(|e| log::warn!("SIGHUP cannot be watched ({e}): reload by restarting"))
+                .ok();
+            Self(watched)
+        }
+        #[cfg(not(unix))]
+        Self()
     }
-    log::info!("shutdown signal received");
+
+    /// The next SIGHUP; never, where none can be watched.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(hangups) = &mut self.0
+            && hangups.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    }
 }

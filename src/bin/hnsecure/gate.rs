@@ -93,13 +93,20 @@ pub fn run(args: GateArgs) -> Result<(), Failure> {
         if let Some(metrics) = gate.metrics_addr() {
             log::info!("metrics at http://{metrics}/metrics");
         }
+        // Both signals are watched before the ready line (see daemon::Hangups).
+        let shutdown = daemon::shutdown_signal();
+        let hangups = daemon::Hangups::watch();
         let _pid_file = args.pid_file.map(PidFile::write).transpose()?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "ready gate={addr}")?;
         out.flush()?;
         drop(out);
-        tokio::spawn(reload_on_sighup(gate.reloader(), args.config.clone()));
-        gate.run(daemon::shutdown_signal())
+        tokio::spawn(reload_on_sighup(
+            hangups,
+            gate.reloader(),
+            args.config.clone(),
+        ));
+        gate.run(shutdown)
             .await
             .map_err(|e| Failure::Input(Some(e.to_string())))
     })
@@ -107,29 +114,22 @@ pub fn run(args: GateArgs) -> Result<(), Failure> {
 
 /// On every SIGHUP, reads `path` again and puts it in force; a configuration that
 /// cannot be read or used is refused with its reason, and the running one stays.
-async fn reload_on_sighup(reloader: hnapi::gate::Reloader, path: PathBuf) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            log::warn!("SIGHUP cannot be watched: reload by restarting");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            log::info!("SIGHUP: reading {} again", path.display());
-            let outcome = GateConfig::from_file(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|config| reloader.reload(config).map_err(|e| e.to_string()));
-            match outcome {
-                Ok(summary) => log::info!("configuration reloaded: {summary}"),
-                Err(e) => {
-                    log::error!("configuration NOT reloaded, the running one stays in force: {e}")
-                }
+async fn reload_on_sighup(
+    mut hangups: daemon::Hangups,
+    reloader: hnapi::gate::Reloader,
+    path: PathBuf,
+) {
+    loop {
+        hangups.next().await;
+        log::info!("SIGHUP: reading {} again", path.display());
+        let outcome = GateConfig::from_file(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| reloader.reload(config).map_err(|e| e.to_string()));
+        match outcome {
+            Ok(summary) => log::info!("configuration reloaded: {summary}"),
+            Err(e) => {
+                log::error!("configuration NOT reloaded, the running one stays in force: {e}")
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (reloader, path);
     }
 }

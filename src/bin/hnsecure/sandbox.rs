@@ -50,6 +50,9 @@ pub fn run(args: SandboxArgs) -> Result<(), Failure> {
         let mut sandbox = Sandbox::start(&options)
             .await
             .map_err(|e| Failure::Input(Some(e.to_string())))?;
+        // Both signals are watched before the ready line (see daemon::Hangups).
+        let shutdown = daemon::shutdown_signal();
+        let hangups = daemon::Hangups::watch();
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
@@ -61,8 +64,8 @@ pub fn run(args: SandboxArgs) -> Result<(), Failure> {
         out.flush()?;
         drop(out);
         let result = tokio::select! {
-            () = daemon::shutdown_signal() => Ok(()),
-            () = reload_on_sighup(sandbox.reloader()) => Ok(()),
+            () = shutdown => Ok(()),
+            () = reload_on_sighup(hangups, sandbox.reloader()) => Ok(()),
             r = sandbox.wait() => r.map_err(|e| Failure::Input(Some(e.to_string()))),
         };
         sandbox.stop().await;
@@ -73,25 +76,15 @@ pub fn run(args: SandboxArgs) -> Result<(), Failure> {
 /// On every SIGHUP, reads the sandbox's gate.toml again and puts it in force, as
 /// `hnsecure gate` does; a configuration with a mistake is refused, the running one kept.
 /// Never returns (on other systems than unix, it only waits).
-async fn reload_on_sighup(sandbox: hnapi::sandbox::SandboxReloader) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            log::warn!("SIGHUP cannot be watched: reload by restarting");
-            return std::future::pending().await;
-        };
-        while hangups.recv().await.is_some() {
-            log::info!("SIGHUP: reading {} again", sandbox.gate_config().display());
-            match sandbox.reload() {
-                Ok(summary) => log::info!("configuration reloaded: {summary}"),
-                Err(e) => {
-                    log::error!("configuration NOT reloaded, the running one stays in force: {e}")
-                }
+async fn reload_on_sighup(mut hangups: daemon::Hangups, sandbox: hnapi::sandbox::SandboxReloader) {
+    loop {
+        hangups.next().await;
+        log::info!("SIGHUP: reading {} again", sandbox.gate_config().display());
+        match sandbox.reload() {
+            Ok(summary) => log::info!("configuration reloaded: {summary}"),
+            Err(e) => {
+                log::error!("configuration NOT reloaded, the running one stays in force: {e}")
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = sandbox;
-    std::future::pending().await
 }
