@@ -309,3 +309,18 @@ fn help_explains_paths() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("ERR[3]-1.4.1"), "{}", stdout(&o));
 }
+
+#[test]
+fn get_refuses_lower_case_and_malformed_paths_with_the_path_hint() {
+    let f = data("v5_2_4_11_ae_response");
+    for path in ["pid-3", "msh-10", "MSH10"] {
+        let o = run(&["hl7", "get", &f, path], None);
+        assert_eq!(o.status.code(), Some(2), "{path}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{path}: {:?}", stdout(&o));
+        assert!(
+            stderr(&o).contains("paths look like SEG[n]-F[r].C.S"),
+            "{path}: {}",
+            stderr(&o)
+        );
+    }
+}

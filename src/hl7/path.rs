@@ -32,7 +32,9 @@ pub struct Path {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PathError {
-    /// The segment id is not three letters or digits.
+    /// The segment id is not three upper-case letters or digits (`pid-3` is refused,
+    /// not read as `PID-3`: segment ids are upper case, and a path that silently matched
+    /// nothing would print an empty value).
     BadSegmentId,
     /// There is no `-FIELD` after the segment.
     MissingField,
@@ -52,7 +54,9 @@ impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadSegmentId => {
-                f.write_str("a path starts with a three-character segment id such as PID")
+                f.write_str(
+                "a path starts with a three-character upper-case segment id; paths look like SEG[n]-F[r].C.S, e.g. PID-3 or ERR[3]-1.4.1",
+            )
             }
             Self::MissingField => {
                 f.write_str("a path needs a field number after the segment, such as PID-2")
@@ -153,14 +157,14 @@ impl FromStr for Path {
 
     fn from_str(s: &str) -> Result<Self, PathError> {
         let b = s.as_bytes();
-        if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_alphanumeric) {
+        if b.len() < 3
+            || !b[..3]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
             return Err(PathError::BadSegmentId);
         }
-        let segment = [
-            b[0].to_ascii_uppercase(),
-            b[1].to_ascii_uppercase(),
-            b[2].to_ascii_uppercase(),
-        ];
+        let segment = [b[0], b[1], b[2]];
         let mut cur = Cursor { b, at: 3 };
         let occurrence = cur.bracketed()?.unwrap_or(1);
         if cur.at == b.len() {
@@ -284,7 +288,6 @@ mod tests {
             Path::new(*b"PID", 5).with_repetition(2).with_component(1)
         );
         assert_eq!(p("PID-2.4"), Path::new(*b"PID", 2).with_component(4));
-        assert_eq!(p("pid-2"), Path::new(*b"PID", 2));
         assert_eq!(p("ZI1-12"), Path::new(*b"ZI1", 12));
     }
 
@@ -307,6 +310,8 @@ mod tests {
     fn refuses_malformed_paths() {
         assert_eq!("".parse::<Path>(), Err(PathError::BadSegmentId));
         assert_eq!("P-1".parse::<Path>(), Err(PathError::BadSegmentId));
+        assert_eq!("pid-3".parse::<Path>(), Err(PathError::BadSegmentId));
+        assert_eq!("Pid-3".parse::<Path>(), Err(PathError::BadSegmentId));
         assert_eq!("PID".parse::<Path>(), Err(PathError::MissingField));
         assert_eq!("PID-".parse::<Path>(), Err(PathError::BadIndex { at: 4 }));
         assert_eq!("PID-0".parse::<Path>(), Err(PathError::BadIndex { at: 4 }));
