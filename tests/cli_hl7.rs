@@ -59,22 +59,6 @@ fn get_prints_one_value_per_line() {
 }
 
 #[test]
-fn lower_case_paths_read_the_same_fields_as_upper_case() {
-    // The first-hour report saw `hl7 get FILE pid-3` print an empty line: segment ids are
-    // read without regard to case, so a lower-case path names the same field.
-    let f = data("v5_2_4_11_ae_response");
-    let upper = run(&["hl7", "get", &f, "MSH-10", "MSA-3", "ERR-1.4.1"], None);
-    let lower = run(&["hl7", "get", &f, "msh-10", "msa-3", "err-1.4.1"], None);
-    assert_eq!(lower.status.code(), Some(0), "{}", stderr(&lower));
-    assert_eq!(stdout(&lower), stdout(&upper));
-    assert!(
-        stdout(&lower).starts_with("1232418\nHNHR517E"),
-        "{}",
-        stdout(&lower)
-    );
-}
-
-#[test]
 fn get_tells_null_from_absent_and_decodes_escapes() {
     let msg = b"MSH|^~\\&|A|B|C|D|1||R02|7|P|2.3\rPID|||\"\"|SMITH \\T\\ WESSON\r";
     let o = run(
