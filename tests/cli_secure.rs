@@ -561,3 +561,106 @@ fn one_sandbox_per_folder_and_the_second_names_the_first() {
     assert_eq!(again.terminate().code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The commands a text suggests: `quoted` ones, and lines indented as examples.
+fn hints(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("hnsecure "))
+        .map(str::to_owned)
+        .collect();
+    found.extend(
+        text.lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with("hnsecure "))
+            .map(str::to_owned),
+    );
+    found
+}
+
+/// Runs `command` as a user pastes it into a shell, in `cwd`, with this build's hnsecure.
+fn paste(command: &str, cwd: &Path) -> Output {
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .env("PATH", path)
+        .env_remove("HNSECURE_GARD_DIR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_hints_gard_prints_work_as_printed() {
+    let dir = temp_dir("cli-hints");
+    let sandbox_dir = dir.join("sandbox");
+    let sandbox = Daemon::start(&[
+        "sandbox",
+        "--dir",
+        sandbox_dir.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+    ]);
+    let gate = sandbox.ready_value("gate");
+    let gard_dir = sandbox_dir.join("gard");
+    let work = dir.join("facility");
+    std::fs::create_dir_all(&work).unwrap();
+    let gard = |args: &[&str]| {
+        let mut all = vec!["gard", "--dir", gard_dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        hnsecure(&all, b"")
+    };
+
+    // add: the registration the facility is told to run, with the code saved as told.
+    let added = gard(&["add", "BC00000077", "--name", "Hint Lab"]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    std::fs::write(work.join("code.txt"), &added.stdout).unwrap();
+    let told = hints(&text(&added.stderr));
+    assert_eq!(told.len(), 1, "{}", text(&added.stderr));
+    let register = told[0].replace("HOST:PORT", &gate);
+    assert!(!register.contains("--code "), "{register}");
+    let o = paste(&register, &work);
+    assert!(o.status.success(), "{register}\n{}", text(&o.stderr));
+    assert!(work.join("credential.toml").is_file());
+
+    // add again: the new code, saved where the registration reads it.
+    let again = gard(&["add", "BC00000077", "--name", "Hint Lab"]);
+    assert_eq!(again.status.code(), Some(1));
+    let told = hints(&text(&again.stderr));
+    assert_eq!(told.len(), 1, "{}", text(&again.stderr));
+    std::fs::remove_file(work.join("code.txt")).unwrap();
+    let o = paste(&told[0], &work);
+    assert!(o.status.success(), "{}\n{}", told[0], text(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(work.join("code.txt"))
+            .unwrap()
+            .len(),
+        20
+    );
+
+    // An unknown facility: the listing it points at.
+    let unknown = gard(&["show", "BC00000055"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let told = hints(&text(&unknown.stderr));
+    assert_eq!(told.len(), 1, "{}", text(&unknown.stderr));
+    let o = paste(&told[0], &work);
+    assert!(o.status.success(), "{}\n{}", told[0], text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("BC00000077"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    assert_eq!(sandbox.terminate().code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -156,7 +156,7 @@ fn add_list_show_code_and_revoke_work_on_a_directory_a_gateway_uses() {
     let existing = gard(&dir, &["add", "BC00000098", "--name", "Again"]);
     assert_eq!(existing.status.code(), Some(1));
     assert!(
-        stderr(&existing).contains("hnsecure gard code BC00000098"),
+        stderr(&existing).contains("code BC00000098 > code.txt"),
         "{}",
         stderr(&existing)
     );

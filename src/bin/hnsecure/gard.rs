@@ -339,9 +339,30 @@ fn failure(e: GardError) -> Failure {
 
 fn unknown(gard: &Gard, id: &str) -> Failure {
     Failure::Input(Some(format!(
-        "there is no facility {id} in {}; `hnsecure gard list` shows them all",
-        gard.dir().display()
+        "there is no facility {id} in {}; `{}` shows them all",
+        gard.dir().display(),
+        hint(gard, "list")
     )))
+}
+
+/// A `hnsecure gard` command for this directory that works as printed, whichever way
+/// the directory was given (`--dir` or HNSECURE_GARD_DIR).
+fn hint(gard: &Gard, rest: &str) -> String {
+    format!("hnsecure gard --dir {} {rest}", shell_word(gard.dir()))
+}
+
+/// `path` as one shell word: bare when it is plain, else in single quotes.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@".contains(&b))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 fn days(n: u32) -> Duration {
@@ -436,10 +457,11 @@ fn handover(gard: &Gard, id: &str) -> Result<String, Failure> {
     let fingerprint = gard.ca_fingerprint().map_err(failure)?;
     Ok(format!(
         "Give it to the facility with the CA certificate {} (SHA-256 {fingerprint}).\n\
-         Its client then registers with the code in a file (or --code-file - to type or pipe it),\n\
-         which keeps it off the command line:\n  \
-         hnsecure client register --gate HOST:PORT --facility {id} --code-file code.txt --ca ca.pem --out credential.toml",
-        ca.display()
+         Its client then registers with the code saved in code.txt (or --code-file - to type or\n\
+         pipe it), which keeps it off the command line; HOST:PORT is the gateway's address:\n  \
+         hnsecure client register --gate HOST:PORT --facility {id} --code-file code.txt --ca {} --out credential.toml",
+        ca.display(),
+        shell_word(&ca)
     ))
 }
 
@@ -457,7 +479,8 @@ fn add(
         Err(GardError::FacilityExists(_)) => {
             return Err(Failure::Input(Some(format!(
                 "facility {id} already exists; to give it a new registration code, \
-                 run `hnsecure gard code {id}`"
+                 run `{}`",
+                hint(gard, &format!("code {id} > code.txt"))
             ))));
         }
         Err(e) => return Err(failure(e)),
