@@ -601,7 +601,10 @@ fn server_facilities_get_their_served_names_from_add_and_serves() {
     );
     ok(&bare);
     assert!(
-        stderr(&bare).contains("hnsecure gard serves BC00000002 NAME"),
+        stderr(&bare).contains(&format!(
+            "hnsecure gard --dir {} serves BC00000002 NAME",
+            dir.display()
+        )),
         "{}",
         stderr(&bare)
     );

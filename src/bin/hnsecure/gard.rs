@@ -496,7 +496,8 @@ fn add(
             }
             _ => eprintln!(
                 "It serves no receiving application yet: give it names with \
-                 `hnsecure gard serves {id} NAME…`."
+                 `{}` (NAME… being the receiving applications).",
+                hint(gard, &format!("serves {id} NAME…"))
             ),
         }
     }
@@ -580,7 +581,8 @@ fn serves(gard: &Gard, id: &str, names: &[String], out: &mut impl Write) -> Resu
         Err(GardError::NotAServer(_)) => {
             return Err(Failure::Input(Some(format!(
                 "facility {id} has the role client, which serves no receiving application; \
-                 a server facility is added with `hnsecure gard add ID --name NAME --role server`"
+                 a server facility is added with `{}`",
+                hint(gard, "add ID --name NAME --role server")
             ))));
         }
         Err(GardError::FacilityRevoked(_)) => {
@@ -634,7 +636,10 @@ fn serves(gard: &Gard, id: &str, names: &[String], out: &mut impl Write) -> Resu
 fn list(gard: &Gard, out: &mut impl Write) -> Result<(), Failure> {
     let facilities = gard.facilities().map_err(failure)?;
     if facilities.is_empty() {
-        eprintln!("No facilities yet; add one with `hnsecure gard add ID --name NAME`.");
+        eprintln!(
+            "No facilities yet; add one with `{}`.",
+            hint(gard, "add ID --name NAME")
+        );
         return Ok(());
     }
     let header = [
@@ -750,7 +755,10 @@ fn show(gard: &Gard, id: &str, out: &mut impl Write) -> Result<(), Failure> {
     let served = match role {
         Role::Client => "none (a client)".to_owned(),
         Role::Server if serves.is_empty() => {
-            format!("none yet (`hnsecure gard serves {id} NAME…` gives it names)")
+            format!(
+                "none yet (`{}` gives it names)",
+                hint(gard, &format!("serves {id} NAME…"))
+            )
         }
         Role::Server => names_for_people(&serves),
     };
