@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{FACILITY, System, get};
+use common::{FACILITY, PeerReceiver, System, get};
 use hnapi::client::Client;
 
 /// A receiving system: what it does with a request depends on its MSH-10's prefix.
@@ -565,43 +565,12 @@ fn a_wrong_answer_on_a_kept_connection_stops_pooling_for_that_destination() {
     assert_eq!(receiver.connections.load(Ordering::Relaxed), 21);
 }
 
-/// A receiving system written in Python, `tests/python/receivers.py KIND`, killed when dropped.
-struct PythonReceiver {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl PythonReceiver {
-    fn start(kind: &str) -> Self {
-        use std::io::BufRead;
-        let python = common::differential::python();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/receivers.py");
-        let mut child = std::process::Command::new(python)
-            .arg(script)
-            .arg(kind)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{kind}: no ready line: {line:?}"));
-        Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for PythonReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A receiving system written in Python, `tests/python/receivers.py KIND`.
+fn python_receiver(kind: &str) -> PeerReceiver {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/receivers.py");
+    let mut command = std::process::Command::new(common::differential::python());
+    command.arg(script).arg(kind);
+    PeerReceiver::start(command, kind)
 }
 
 /// Sends `n` requests to `application` one after another (each as soon as the one before
@@ -630,8 +599,8 @@ fn send_in_a_row(system: &System, application: &str, n: usize) -> Vec<String> {
 /// on one.
 #[test]
 fn python_receiving_systems_of_each_kind_behind_pooled_routes() {
-    let closes = PythonReceiver::start("hl7apy");
-    let keeps = PythonReceiver::start("hl7");
+    let closes = python_receiver("hl7apy");
+    let keeps = python_receiver("hl7");
     let routes = mllp_route("HL7APY", closes.addr, "") + &mllp_route("PYHL7", keeps.addr, "");
     let system = System::start_with("gate-mllp-python", Some(&gate_toml(&routes)));
     let connections = send_in_a_row(&system, "HL7APY", 1000);

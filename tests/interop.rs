@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{FACILITY, System, get, request};
+use common::{FACILITY, PeerReceiver, System, get, request};
 use hnapi::client::daemon::Relay;
 use hnapi::client::{Client, ClientConfig};
 
@@ -477,41 +477,6 @@ fn node_hl7_client_over_plain_and_tls_mllp_through_the_daemon() {
     tls.stop(&system);
 }
 
-/// node-hl7-server 2.5.0 (`tests/node/receiver.js`), killed when dropped.
-struct NodeReceiver {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl NodeReceiver {
-    fn start(modules: &Path, dir: &Path) -> Self {
-        use std::io::BufRead;
-        let mut child = node(modules, "receiver.js", dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("node-hl7-server: no ready line: {line:?}"));
-        Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for NodeReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// node-hl7-server keeps its connections, and what it read on each: on a kept connection
 /// it answers the second message with the first one's MSA-2. Behind a pooled `mllp://`
 /// route the gateway refuses that one answer (AR `TXFR024E` from HNGATE, never the wrong
@@ -524,7 +489,8 @@ fn node_hl7_server_behind_a_pooled_route_answers_every_request_but_one_with_its_
         return;
     };
     let dir = common::temp_dir("interop-node-server");
-    let receiver = NodeReceiver::start(&modules, &dir);
+    // node-hl7-server 2.5.0 (`tests/node/receiver.js`).
+    let receiver = PeerReceiver::start(node(&modules, "receiver.js", &dir), "node-hl7-server");
     let gate = format!(
         "listen = \"127.0.0.1:0\"\ngard = \"gard\"\nfacility = \"HNGATE01\"\n\
          [[route]]\napplication = \"NODEHL7\"\ndestination = \"mllp://{}\"\ntimeout_secs = 5\n",

@@ -275,3 +275,36 @@ pub fn security_rows(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A receiving system of other software, run as a process that prints `ready PORT` on
+/// standard output once it listens on 127.0.0.1; killed when dropped.
+pub struct PeerReceiver {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl PeerReceiver {
+    /// Starts `command` and waits for its ready line; `what` names it in a failure.
+    pub fn start(mut command: Command, what: &str) -> Self {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no ready line: {line:?}"));
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for PeerReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
