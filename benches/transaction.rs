@@ -285,6 +285,7 @@ fn main() {
             dir: dir.clone(),
             port: 0,
             facility: "BC00000098".into(),
+            demo_server: false,
         })
         .await
         .expect("the sandbox starts");
@@ -303,6 +304,7 @@ fn main() {
             dir: best_effort_dir,
             port: 0,
             facility: "BC00000098".into(),
+            demo_server: false,
         })
         .await
         .expect("the second sandbox starts");

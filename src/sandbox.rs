@@ -11,6 +11,7 @@
 //! DIR/client.toml       the facility's client configuration (gateways = the sandbox)
 //! DIR/credential.toml   the facility's credential (mode 0600)
 //! DIR/server.toml       a demo server application's configuration: it serves HNAPI-DEMO
+//!                       (run in the sandbox with [`SandboxOptions::demo_server`])
 //! DIR/server-credential.toml  its credential (facility BC00000099, role server,
 //!                       recorded in HNGard as serving HNAPI-DEMO)
 //! DIR/sandbox.lock      locked while a sandbox runs in DIR, holding its pid: a second
@@ -38,6 +39,11 @@ pub const SERVER_FACILITY: &str = "BC00000099";
 /// The application name the demo server application serves; routed to it as `app:HNAPI-DEMO`.
 pub const SERVER_APPLICATION: &str = "HNAPI-DEMO";
 
+/// What the sandbox's `gate.toml` has the `HNPS007E` answer for [`SERVER_APPLICATION`]
+/// say when no server application serves it (its `not_connected_hint`).
+pub const DEMO_HINT: &str =
+    "start one: hnsecure sandbox --demo-server, or a program with server.toml";
+
 /// How to start a sandbox.
 #[derive(Clone, Debug)]
 pub struct SandboxOptions {
@@ -47,6 +53,10 @@ pub struct SandboxOptions {
     pub port: u16,
     /// The facility to register.
     pub facility: String,
+    /// Runs the demo server application too ([`DemoServer`], with `server.toml`), so
+    /// that [`SERVER_APPLICATION`] is answered; without it, it is answered `HNPS007E`
+    /// until a program connects with `server.toml`.
+    pub demo_server: bool,
 }
 
 /// A running sandbox.
@@ -59,6 +69,8 @@ pub struct Sandbox {
     listen: SocketAddr,
     /// `DIR/sandbox.lock`, locked while this sandbox runs: one sandbox per folder.
     lock: Option<std::fs::File>,
+    /// The demo server application, when asked for.
+    demo: Option<DemoServer>,
 }
 
 /// The lock file of a sandbox's folder, holding the pid of the sandbox that has it.
@@ -205,10 +217,20 @@ impl Sandbox {
             reloader,
             listen,
             lock: Some(lock),
+            demo: None,
         };
         if let Err(e) = sandbox.ensure_facility(&gard, &options.facility).await {
             sandbox.stop().await;
             return Err(e);
+        }
+        if options.demo_server {
+            match DemoServer::start(&sandbox.server_config()).await {
+                Ok(demo) => sandbox.demo = Some(demo),
+                Err(e) => {
+                    sandbox.stop().await;
+                    return Err(e);
+                }
+            }
         }
         Ok(sandbox)
     }
@@ -332,8 +354,12 @@ impl Sandbox {
         &self.dir
     }
 
-    /// Stops the gateway (running transactions finish first) and waits for it.
+    /// Stops the demo server application (when it runs) and the gateway (running
+    /// transactions finish first), and waits for them.
     pub async fn stop(&mut self) {
+        if let Some(demo) = self.demo.take() {
+            demo.stop().await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -354,6 +380,123 @@ impl Sandbox {
             None => Ok(()),
         }
     }
+}
+
+/// The demo server application: an HNAPI server application ([`crate::client::Server`],
+/// the Rust API that `hnapi_server_open` wraps) that answers every request routed to
+/// [`SERVER_APPLICATION`] with an AA, as `examples/c/server.c` does: MSH-3/4 and MSH-5/6
+/// the request's swapped, MSA-2 its MSH-10, one ERR `HJMB001I SUCCESSFULLY COMPLETED`.
+/// It runs on a thread of its own (the server API blocks).
+pub struct DemoServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long [`DemoServer::start`] waits for the gateway to accept the application.
+const DEMO_CONNECT_WAIT: Duration = Duration::from_secs(15);
+
+impl DemoServer {
+    /// Opens the server application described by `server_toml` and waits until a
+    /// gateway has accepted it, so that its requests are answered from then on.
+    pub async fn start(server_toml: &Path) -> Result<Self, SandboxError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let config = crate::client::ServerConfig::from_file(server_toml)
+            .map_err(|e| fail("server.toml")(&e))?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (started, starting) = oneshot::channel::<Result<(), SandboxError>>();
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("demo-server".into())
+            .spawn(move || {
+                let server = match crate::client::Server::open(config) {
+                    Ok(server) => server,
+                    Err(e) => {
+                        let _ = started.send(Err(fail("demo server application")(&e)));
+                        return;
+                    }
+                };
+                match server.wait_connected(DEMO_CONNECT_WAIT) {
+                    Ok(true) => {
+                        let _ = started.send(Ok(()));
+                    }
+                    Ok(false) => {
+                        let _ = started.send(Err(SandboxError(format!(
+                            "demo server application: the gateway did not accept it within {} s",
+                            DEMO_CONNECT_WAIT.as_secs()
+                        ))));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err(fail("demo server application")(&e)));
+                        return;
+                    }
+                }
+                log::info!("demo server application serving {SERVER_APPLICATION}");
+                while !stopping.load(Ordering::Relaxed) {
+                    match server.receive(Duration::from_millis(200)) {
+                        Ok(Some(request)) => {
+                            let Some(answer) = demo_answer(&request.bytes) else {
+                                // Not HL7 the gateway let through: it gets no answer, and
+                                // the sender its route's timeout.
+                                log::warn!(
+                                    "demo server application: a request without a usable MSH"
+                                );
+                                continue;
+                            };
+                            if let Err(e) = server.respond(request.id, &answer) {
+                                log::warn!("demo server application: cannot answer: {e}");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            log::warn!("demo server application stopped: {e}");
+                            break;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| fail("demo server application")(&e))?;
+        let demo = Self {
+            stop,
+            thread: Some(thread),
+        };
+        match starting.await {
+            Ok(Ok(())) => Ok(demo),
+            Ok(Err(e)) => {
+                demo.stop().await;
+                Err(e)
+            }
+            Err(_) => {
+                demo.stop().await;
+                Err(SandboxError(
+                    "demo server application: its thread ended before it started".into(),
+                ))
+            }
+        }
+    }
+
+    /// Stops the application and waits for its thread.
+    pub async fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The demo server application's answer to `request`: an AA (see [`DemoServer`]).
+fn demo_answer(request: &[u8]) -> Option<Vec<u8>> {
+    use crate::hl7::{AckCode, AppError, Message, application_ack};
+    let message = Message::parse(request).ok()?;
+    let done = AppError::new("HJMB001I", "SUCCESSFULLY COMPLETED").ok()?;
+    let ack = application_ack(
+        &message,
+        AckCode::Accept,
+        &[done],
+        &crate::hl7::new_control_id(),
+        &crate::hl7::now_pacific(),
+    );
+    Some(ack.to_bytes())
 }
 
 /// Makes sure HNGard records the demo server application as serving
@@ -380,6 +523,7 @@ fn gate_toml_text(port: u16) -> String {
          [[route]]\n\
          application = \"{SERVER_APPLICATION}\"\n\
          destination = \"app:{SERVER_APPLICATION}\"\n\
+         not_connected_hint = \"{DEMO_HINT}\"\n\
          timeout_secs = 70\n\n\
          [[route]]\n\
          application = \"*\"\n\

@@ -489,6 +489,75 @@ fn sandbox_refuses_a_bad_facility_before_making_its_folder_and_hints_at_port_0()
 }
 
 #[test]
+fn hnapi_demo_is_answered_with_a_hint_then_by_the_demo_server() {
+    let dir = temp_dir("cli-demo-server");
+    let sandbox_dir = dir.join("sandbox");
+    let start = |demo: bool| {
+        let mut args = vec![
+            "sandbox",
+            "--dir",
+            sandbox_dir.to_str().unwrap(),
+            "--port",
+            "0",
+        ];
+        args.extend(["--log-level", "warn"]);
+        if demo {
+            args.push("--demo-server");
+        }
+        Daemon::start(&args)
+    };
+    let request = "MSH|^~\\&|DEMO|BC00000098|HNAPI-DEMO|BC0003000|20261203101010|TRAIN96|R03|CTL-DEMO-1|D|2.3\r\
+                   PID||9999999999^^^BC^PH\r";
+    // Without the flag nothing serves HNAPI-DEMO: HNPS007E, and an ERR that says how to
+    // start a server application.
+    let plain = start(false);
+    let o = hnsecure(
+        &["send", "--config", &plain.ready_value("client_config"), "-"],
+        request.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(get(&o.stdout, "MSA-1"), "AR", "{}", text(&o.stdout));
+    assert!(
+        get(&o.stdout, "MSA-3").starts_with("HNPS007E "),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(get(&o.stdout, "ERR-1.4.1"), "HNPS007E");
+    assert_eq!(get(&o.stdout, "ERR-1.4.2"), hnapi::sandbox::DEMO_HINT);
+    assert_eq!(plain.terminate().code(), Some(0));
+
+    // With it, the sandbox's own server application answers AA.
+    let demo = start(true);
+    let o = hnsecure(
+        &["send", "--config", &demo.ready_value("client_config"), "-"],
+        request.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(get(&o.stdout, "MSA-1"), "AA", "{}", text(&o.stdout));
+    assert_eq!(get(&o.stdout, "MSA-2"), "CTL-DEMO-1");
+    assert_eq!(get(&o.stdout, "MSH-3"), "HNAPI-DEMO");
+    assert_eq!(get(&o.stdout, "MSH-6"), "BC00000098");
+    assert_eq!(get(&o.stdout, "ERR-1.4.1"), "HJMB001I");
+    // The simulator's routes answer as before.
+    let o = hnsecure(
+        &[
+            "send",
+            "--config",
+            &demo.ready_value("client_config"),
+            &example("v5_2_5_4_request"),
+        ],
+        b"",
+    );
+    assert_eq!(get(&o.stdout, "MSA-1"), "AA", "{}", text(&o.stdout));
+    assert_eq!(
+        demo.terminate().code(),
+        Some(0),
+        "stops with its demo server"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn the_sample_messages_are_answered_aa_by_a_new_sandbox() {
     let dir = temp_dir("cli-samples");
     let sandbox = Daemon::start(&[

@@ -86,6 +86,7 @@ pub async fn make_directory(dir: &Path) {
         dir: dir.to_path_buf(),
         port: 0,
         facility: FACILITY.to_owned(),
+        demo_server: false,
     })
     .await
     .unwrap_or_else(|e| panic!("the directory cannot be made: {e}"));

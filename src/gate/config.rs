@@ -37,6 +37,9 @@
 //! # timeout_secs = 70                # the destination must answer within this (and the sender's timeout)
 //! # duplicate_window_secs = 0        # > 0: a request whose MSH-10, MSH-4 and MSH-3 were seen within
 //! #                                  # this long is answered AE HNPS009E, not passed on (2.4.8)
+//! # not_connected_hint = "…"         # app: routes: when no server application serving NAME is
+//! #                                  # connected, the HNPS007E answer adds an ERR with this text
+//! #                                  # (how to start one; printable ASCII, at most 72 characters)
 //! # pool_size = 4                    # MLLP: idle connections kept open to the destination
 //! # tls_ca = "receiver-ca.pem"       # mllps: the CA of the receiving system's certificate (required)
 //! # tls_certificate = "gate.pem"     # mllps: the gateway's client certificate, when the receiver asks
@@ -177,6 +180,9 @@ pub struct Route {
     pub timeout: Duration,
     /// When set, requests seen again within this long are answered as duplicates.
     pub duplicate_window: Option<Duration>,
+    /// `app:` routes: the text of the ERR the `HNPS007E` answer adds when no server
+    /// application serving the name is connected (how to start one, say).
+    pub not_connected_hint: Option<String>,
 }
 
 /// A receiving system.
@@ -298,10 +304,31 @@ struct RouteFile {
     destination: String,
     timeout_secs: Option<u64>,
     duplicate_window_secs: Option<u64>,
+    not_connected_hint: Option<String>,
     pool_size: Option<usize>,
     tls_ca: Option<PathBuf>,
     tls_certificate: Option<PathBuf>,
     tls_private_key: Option<PathBuf>,
+}
+
+/// The longest `not_connected_hint`: the answer's ERR-1.4.2 carries it, and an error's
+/// text is at most 72 characters (DESIGN §2).
+pub const MAX_HINT: usize = 72;
+
+/// A route's `not_connected_hint`: printable ASCII, not blank, at most [`MAX_HINT`]
+/// characters (it is written into an ACK, escaped as any text is).
+fn check_hint(hint: &str) -> Result<String, String> {
+    let hint = hint.trim();
+    if hint.is_empty() {
+        return Err("may not be blank; leave the key out instead".to_owned());
+    }
+    if let Some(c) = hint.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!("must be printable ASCII, not {c:?}"));
+    }
+    if hint.len() > MAX_HINT {
+        return Err(format!("is {} characters, at most {MAX_HINT}", hint.len()));
+    }
+    Ok(hint.to_owned())
 }
 
 impl GateConfig {
@@ -480,6 +507,20 @@ impl GateConfig {
                     "may not be empty; use \"*\" for any",
                 ));
             }
+            let not_connected_hint =
+                match r.not_connected_hint {
+                    Some(_) if !matches!(destination, Destination::App(_)) => {
+                        return Err(ConfigError::invalid(
+                            path,
+                            key("not_connected_hint"),
+                            "is for app:NAME destinations",
+                        ));
+                    }
+                    Some(hint) => Some(check_hint(&hint).map_err(|why| {
+                        ConfigError::invalid(path, key("not_connected_hint"), why)
+                    })?),
+                    None => None,
+                };
             routes.push(Route {
                 application: (r.application != "*").then_some(r.application),
                 facility: r.facility,
@@ -500,6 +541,7 @@ impl GateConfig {
                     .duplicate_window_secs
                     .filter(|&s| s > 0)
                     .map(Duration::from_secs),
+                not_connected_hint,
             });
         }
         if routes.is_empty() {
@@ -616,6 +658,7 @@ mod tests {
             destination: Destination::Sim,
             timeout: Duration::from_secs(1),
             duplicate_window: None,
+            not_connected_hint: None,
         };
         let matches = |s: &str| route.matches(&Message::parse(s.as_bytes()).unwrap());
         assert!(matches(
@@ -630,6 +673,48 @@ mod tests {
         assert!(!matches(
             "MSH|^~\\&|HR|F|OTHER|BC0003000|1||R46^Z26|1|D|2.3"
         ));
+    }
+
+    #[test]
+    fn not_connected_hint_is_checked() {
+        let route = |hint: &str| {
+            format!(
+                "{BASE}[[route]]\napplication = \"D\"\ndestination = \"app:D\"\nnot_connected_hint = {hint:?}\n"
+            )
+        };
+        let (dir, path) = write(&route("  start one: hnsecure sandbox --demo-server "));
+        let c = GateConfig::from_file(&path).unwrap();
+        assert_eq!(
+            c.routes[0].not_connected_hint.as_deref(),
+            Some("start one: hnsecure sandbox --demo-server")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+        let (dir, path) = write(&format!(
+            "{BASE}[[route]]\napplication = \"D\"\ndestination = \"app:D\"\n"
+        ));
+        assert_eq!(
+            GateConfig::from_file(&path).unwrap().routes[0].not_connected_hint,
+            None
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+        let longest = "x".repeat(MAX_HINT);
+        let (dir, path) = write(&route(&longest));
+        assert!(GateConfig::from_file(&path).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+        for (bad, why) in [
+            ("   ".to_owned(), "blank"),
+            ("tab\there".to_owned(), "printable"),
+            ("é".to_owned(), "printable"),
+            ("x".repeat(MAX_HINT + 1), "at most 72"),
+        ] {
+            let (dir, path) = write(&route(&bad));
+            let e = GateConfig::from_file(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("route[1].not_connected_hint") && e.contains(why),
+                "{bad:?}: {e}"
+            );
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 
     #[test]
@@ -683,6 +768,12 @@ mod tests {
                     "{BASE}[[route]]\napplication = \"X\"\ndestination = \"sim\"\npool_size = 2\n"
                 ),
                 "route[1].pool_size",
+            ),
+            (
+                format!(
+                    "{BASE}[[route]]\napplication = \"X\"\ndestination = \"sim\"\nnot_connected_hint = \"start it\"\n"
+                ),
+                "route[1].not_connected_hint",
             ),
         ];
         for (text, key) in cases {

@@ -280,6 +280,49 @@ pub fn network_ack_as(
     detail: Option<&str>,
     timestamp: &str,
 ) -> Vec<u8> {
+    network_ack_builder(
+        request, component, facility, ack_code, code, detail, timestamp,
+    )
+    .to_bytes()
+}
+
+/// A network ACK (AR) as [`network_ack`] builds it, followed by one ERR segment that
+/// carries `note` (ERR-1.4.1 its code, ERR-1.4.2 its text, as 2.4.11's ERRs do): what the
+/// 72 characters of MSA-3 have no room for, such as how to start a missing receiver.
+pub fn network_ack_noted(
+    request: Option<&Message<'_>>,
+    component: NetworkComponent,
+    facility: &str,
+    code: NetworkCode,
+    detail: Option<&str>,
+    note: &AppError,
+    timestamp: &str,
+) -> Vec<u8> {
+    let mut ack = network_ack_builder(
+        request,
+        component,
+        facility,
+        AckCode::Reject,
+        code,
+        detail,
+        timestamp,
+    );
+    let mut err = SegmentBuilder::new("ERR");
+    err.set_at(1, 1, 4, 1, note.code.as_str())
+        .set_at(1, 1, 4, 2, note.text.as_str());
+    ack.push(err);
+    ack.to_bytes()
+}
+
+fn network_ack_builder(
+    request: Option<&Message<'_>>,
+    component: NetworkComponent,
+    facility: &str,
+    ack_code: AckCode,
+    code: NetworkCode,
+    detail: Option<&str>,
+    timestamp: &str,
+) -> MessageBuilder {
     let delimiters = request.map_or(Delimiters::STANDARD, |r| *r.delimiters());
     let mut ack = MessageBuilder::new(delimiters);
     let copy = |ack: &MessageBuilder, n: u32, default: &str| match request {
@@ -317,7 +360,7 @@ pub fn network_ack_as(
         .set(2, copy(&ack, 10, ""))
         .set(3, code.message(detail));
     ack.push(msa);
-    ack.to_bytes()
+    ack
 }
 
 #[cfg(test)]
@@ -325,6 +368,36 @@ mod tests {
     use super::*;
 
     const REQUEST: &[u8] = b"MSH|^~\\&|HR|BC00000098|RAICOVPART-ENQ|BC0003000|19990719102151|PM33283|R46^Z26|19980915000020|D|2.3\r";
+
+    #[test]
+    fn a_noted_network_ack_adds_one_err() {
+        let req = Message::parse(REQUEST).unwrap();
+        let note = AppError::new("HNPS007E", "start one: a|b^c").unwrap();
+        let ack = network_ack_noted(
+            Some(&req),
+            NetworkComponent::Hngate,
+            "HNGATE-X",
+            NetworkCode::Hnps007E,
+            Some("HNAPI-DEMO"),
+            &note,
+            "T",
+        );
+        assert_eq!(
+            String::from_utf8(ack).unwrap(),
+            "MSH|^~\\&|HNGATE|HNGATE-X|HR|BC00000098|T|PM33283|ACK|19980915000020|D|2.3\r\
+             MSA|AR|19980915000020|HNPS007E Receiving application is not connected: HNAPI-DEMO\r\
+             ERR|^^^HNPS007E&start one: a\\F\\b\\S\\c\r"
+        );
+        let plain = network_ack(
+            Some(&req),
+            NetworkComponent::Hngate,
+            "HNGATE-X",
+            NetworkCode::Hnps007E,
+            Some("HNAPI-DEMO"),
+            "T",
+        );
+        assert!(!String::from_utf8(plain).unwrap().contains("ERR"));
+    }
 
     #[test]
     fn network_ack_keeps_the_character_set() {

@@ -226,7 +226,7 @@ impl NetworkCode {
             Self::Hnps007E => (
                 "HNPS007E",
                 "Receiving application is not connected",
-                "The route leads to an HNAPI server application that is not connected to the gateway; its name follows the text.",
+                "The route leads to an HNAPI server application that is not connected to the gateway; its name follows the text, and an ERR carries the route's not_connected_hint when it has one.",
             ),
             Self::Hnps008E => (
                 "HNPS008E",

@@ -38,7 +38,7 @@ mod time;
 
 pub use ack::{
     AckCode, AckError, AppError, CodeSeverity, DEFAULT_PROCESSING_ID, DEFAULT_VERSION,
-    NetworkComponent, application_ack, network_ack, network_ack_as,
+    NetworkComponent, application_ack, network_ack, network_ack_as, network_ack_noted,
 };
 pub use builder::{Leaf, MessageBuilder, SegmentBuilder};
 pub use check::{

@@ -54,6 +54,7 @@ impl System {
             dir: dir.clone(),
             port: 0,
             facility: FACILITY.to_owned(),
+            demo_server: false,
         };
         let sandbox = runtime
             .block_on(Sandbox::start(&options))

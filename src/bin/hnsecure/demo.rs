@@ -102,6 +102,7 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         dir: dir.clone(),
         port: 0,
         facility: facility.to_owned(),
+        demo_server: false,
     };
     let mut sandbox = runtime
         .block_on(Sandbox::start(&options))

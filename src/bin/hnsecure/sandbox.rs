@@ -17,9 +17,12 @@ When it serves, it prints exactly one line on standard output, then serves until
 SIGTERM (on SIGHUP it reads DIR/gate.toml again, as hnsecure gate does):\n  \
 ready gate=HOST:PORT client_config=PATH server_config=PATH\n\
 client_config is the facility's client.toml, for hnsecure send and HNAPI programs; server_config\n\
-is a server.toml for a demo server application (an HNAPI receiving system) serving HNAPI-DEMO.\n\n\
+is a server.toml for a demo server application (an HNAPI receiving system) serving HNAPI-DEMO.\n\
+Requests to HNAPI-DEMO are answered HNPS007E (not connected) until one connects with it:\n\
+--demo-server runs one in the sandbox (it answers AA), or run your own with server_config.\n\n\
 Examples:\n  \
 hnsecure sandbox --dir hnsecure-sandbox --port 0\n  \
+hnsecure sandbox --demo-server\n  \
 hnsecure send --config hnsecure-sandbox/client.toml examples/messages/*.hl7"
 )]
 pub struct SandboxArgs {
@@ -32,6 +35,10 @@ pub struct SandboxArgs {
     /// The facility to register and send as (MSH-4 of its messages).
     #[arg(long, default_value = DEFAULT_FACILITY)]
     facility: String,
+    /// Also run the demo server application (with DIR/server.toml), so that requests to
+    /// HNAPI-DEMO are answered AA; the ready line comes once the gateway has accepted it.
+    #[arg(long)]
+    demo_server: bool,
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -46,6 +53,7 @@ pub fn run(args: SandboxArgs) -> Result<(), Failure> {
             dir: args.dir,
             port: args.port,
             facility: args.facility,
+            demo_server: args.demo_server,
         };
         let mut sandbox = Sandbox::start(&options)
             .await

@@ -421,7 +421,30 @@ async fn answer(
         Destination::App(name) => match state.deliver_to_app(name, request, timeout).await {
             Ok(answer) => Some(answer),
             Err(AppFailure::NoAnswer) => None,
-            Err(AppFailure::NotConnected) => return reject(m, NetworkCode::Hnps007E, Some(name)),
+            Err(AppFailure::NotConnected) => {
+                let code = NetworkCode::Hnps007E;
+                let note = route
+                    .not_connected_hint
+                    .as_deref()
+                    .and_then(|hint| hl7::AppError::new(code.code(), hint).ok());
+                let Some(note) = note else {
+                    return reject(m, code, Some(name));
+                };
+                let ack = hl7::network_ack_noted(
+                    m,
+                    NetworkComponent::Hngate,
+                    &config.facility,
+                    code,
+                    Some(name),
+                    &note,
+                    &hl7::now_pacific(),
+                );
+                let control = m.map(admit::control_id).unwrap_or_default();
+                return (
+                    ack,
+                    format!("control={control} outcome=AR code={}", code.code()),
+                );
+            }
             Err(AppFailure::Envelope) => return reject(m, NetworkCode::Txfr029E, None),
             Err(AppFailure::NotHl7) => return reject(m, NetworkCode::Vldt014E, None),
         },
