@@ -29,18 +29,22 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// A daemon started in the background, with the `ready …` line it printed.
+/// A running `hnsecure` daemon. Its log goes to a file, shown only when the test fails:
+/// the refusals these tests provoke on purpose are not bare WARN lines in a passing run.
 struct Daemon {
     child: Child,
     ready: String,
+    log: std::path::PathBuf,
 }
 
 impl Daemon {
     fn start(args: &[&str]) -> Self {
+        let log = temp_dir("cli-daemon").join("stderr.log");
         let mut child = Command::new(BIN)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -49,11 +53,13 @@ impl Daemon {
             .unwrap();
         assert!(
             line.starts_with("ready "),
-            "expected a ready line, got {line:?}"
+            "expected a ready line, got {line:?}; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         Self {
             child,
             ready: line.trim_end().to_owned(),
+            log,
         }
     }
 
@@ -89,6 +95,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "the daemon's log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        if let Some(dir) = self.log.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
