@@ -21,8 +21,8 @@ size_budget() {
     x86_64-unknown-linux-gnu) echo 4200000 ;;
     i686-unknown-linux-gnu) echo 4250000 ;;
     powerpc64-unknown-linux-gnu) echo 5100000 ;;
-    x86_64-pc-windows-gnu) echo 7000000 ;;
-    i686-pc-windows-gnu) echo 6750000 ;;
+    x86_64-pc-windows-gnu) echo 3800000 ;;
+    i686-pc-windows-gnu) echo 3800000 ;;
     *) echo "check_packages: no size budget for $1" >&2; exit 1 ;;
   esac
 }

@@ -27,7 +27,8 @@
 #   SHA256SUMS: of the files above.
 #
 # Each library is built with `cargo build --release --locked --lib --no-default-features
-# --target T` into target/T/release/ (a target of its own each, as tools/cross.sh and
+# --target T` (vendor_cargo in tools/lib.sh: on Windows with function sections, fat LTO
+# and rust-lld) into target/T/release/ (a target of its own each, as tools/cross.sh and
 # tools/windows.sh keep them): a second run, or a run after those scripts, rebuilds
 # nothing. Installs what it needs when it is missing (rustup targets; Debian's cross
 # compilers and binutils, zip, a JDK, JNA, Mono's mcs).
@@ -162,7 +163,8 @@ build() {
   local t0=$SECONDS
   # The exact command the vendor library is built with (no default features: the
   # client-side library only, when the crate has such features).
-  CARGO_INCREMENTAL=0 cargo build --release --locked --lib --no-default-features --target "$t" \
+  # (on Windows with function sections, fat LTO and rust-lld: vendor_cargo in tools/lib.sh).
+  vendor_cargo "$t" build --release --locked --lib --no-default-features \
     --message-format=json-diagnostic-rendered-ansi >"$json"
   [ -e "$rel/$(native_name "$t")" ] || { echo "cargo made no $rel/$(native_name "$t")" >&2; exit 1; }
   echo "$t: built in $((SECONDS - t0)) s"

@@ -18,23 +18,12 @@
 # `cargo test --lib` for x86_64-pc-windows-gnu with Wine as the runner.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=tools/lib.sh
+source tools/lib.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
 sudo_=(); [ "$(id -u)" -eq 0 ] || sudo_=(sudo)
-
-# apt_install PACKAGE...: installs the Debian packages that are not installed yet (as
-# test.sh does; a package may name its architecture, e.g. wine32:i386).
-apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  echo "installing: ${missing[*]}"
-  "${sudo_[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-}
 
 started=$SECONDS
 targets=(x86_64-pc-windows-gnu i686-pc-windows-gnu)
@@ -100,9 +89,10 @@ wine_of() { case "$1" in x86_64-*) echo "$wine64" ;; i686-*) echo "$wine32" ;; e
 step "Windows: release builds (hnapi.dll, libhnapi.dll.a, hnsecure.exe), 64- and 32-bit"
 for t in "${targets[@]}"; do
   wcargo build --locked --release --target "$t" --bin hnsecure
-  # The DLL a vendor links: the client side only (no `server` feature), as tools/package.sh
-  # builds it, so the package step after this one finds it built.
-  wcargo build --locked --release --target "$t" --lib --no-default-features
+  # The DLL a vendor links: the client side only (no `server` feature), built as
+  # tools/package.sh builds it (vendor_cargo: function sections, fat LTO, rust-lld), so the
+  # package step after this one finds it built.
+  vendor_cargo "$t" build --locked --release --lib --no-default-features
   dist="target/windows/$(arch_of "$t")"
   rm -rf "$dist"
   mkdir -p "$dist/bin" "$dist/lib" "$dist/include"
@@ -226,13 +216,16 @@ for t in "${targets[@]}"; do
   "$(wine_of "$t")" "target/windows/$arch/bin/hnsecure.exe" client --config "$relay_toml" --log-level warn \
     > "$work/relay-ready" &
   daemon_pid=$!
-  for _ in $(seq 1 300); do
+  # Up to 90 s: a 32-bit program's first start in the prefix, on a loaded 2-core machine,
+  # has taken over 30 s.
+  waited=$SECONDS
+  for _ in $(seq 1 900); do
     grep -q "^ready " "$work/relay-ready" 2>/dev/null && break
     kill -0 "$daemon_pid" 2>/dev/null || { echo "the client daemon did not start under Wine"; exit 1; }
     sleep 0.1
   done
   relay_ready=$(head -1 "$work/relay-ready" | tr -d '\r')
-  echo "$arch: $relay_ready"
+  echo "$arch: $relay_ready (after $((SECONDS - waited)) s)"
   mllp=$(sed -n 's/.* mllp=\([^ ]*\).*/\1/p' <<<"$relay_ready")
   hl7xfer=$(sed -n 's/.* hl7xfer=\([^ ]*\).*/\1/p' <<<"$relay_ready")
   [ -n "$mllp" ] && [ -n "$hl7xfer" ] || { echo "no ready line from the client daemon"; exit 1; }
