@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo build --release --bin hnsecure --example scale
-//! target/release/examples/scale [--steps 1000,10000] [--rounds 2] [--quick]
+//! target/release/examples/scale [--steps 1000,10000] [--rounds 2] [--blocking-threads 4] [--quick]
 //! ```
 //!
 //! It makes HNGard's directory and registers a facility, starts a gateway as its own
@@ -16,6 +16,13 @@
 //! the gateway is back near its baseline of open files once the connections are closed.
 //! It does it all `--rounds` times (2), so that what the gateway keeps after closing
 //! them shows as kept for reuse (the second round needs no more) or leaked (it grows).
+//!
+//! It exits non-zero when a connection is lost (each held connection is asked for a Pong
+//! again before they are closed), when the gateway runs more threads than its workers and
+//! `blocking_threads` (`--blocking-threads`, written into its gate.toml) allow, or when it
+//! still holds the connections' files 20 s after they closed, or when its memory is not
+//! back within 1.5 × the warmed level 30 s after they closed (it prints how long that
+//! took).
 //!
 //! Each process here may hold 20,000 files (`ulimit -n`); 10,000 connections take that
 //! many on each side, so the gateway is its own process. `--quick` (100 and 500
@@ -50,13 +57,14 @@ fn main() {
         None => vec![1000, 10_000],
     };
     let rounds = support::number(&args, "rounds", 2).max(1) as usize;
+    let blocking = support::number(&args, "blocking-threads", 4).clamp(1, 512) as usize;
     let hnsecure = support::hnsecure_binary(&args);
     let dir = support::work_dir("scale");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let outcome = runtime.block_on(run(&hnsecure, &dir, &steps, rounds));
+    let outcome = runtime.block_on(run(&hnsecure, &dir, &steps, rounds, blocking));
     drop(runtime);
     match outcome {
         Ok(()) => {
@@ -69,11 +77,48 @@ fn main() {
     }
 }
 
+/// Asks each connection for a Pong again (64 at a time) and closes it; returns how many
+/// gave none.
+async fn still_served(held: Vec<transport::ClientStream>) -> usize {
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut asking = tokio::task::JoinSet::new();
+    for (n, mut stream) in held.into_iter().enumerate() {
+        let limit = limit.clone();
+        asking.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore");
+            let mut out = Vec::new();
+            Frame::Ping { id: n as u64 }.encode(&mut out);
+            if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                return false;
+            }
+            let answered = tokio::time::timeout(
+                Duration::from_secs(10),
+                read_frame(&mut stream, transport::DEFAULT_MAX_FRAME),
+            )
+            .await;
+            matches!(answered, Ok(Ok(Some(Frame::Pong { id }))) if id == n as u64)
+        });
+    }
+    let mut lost = 0;
+    while let Some(served) = asking.join_next().await {
+        if !matches!(served, Ok(true)) {
+            lost += 1;
+        }
+    }
+    lost
+}
+
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-async fn run(hnsecure: &Path, dir: &Path, steps: &[usize], rounds: usize) -> Result<(), String> {
+async fn run(
+    hnsecure: &Path,
+    dir: &Path,
+    steps: &[usize],
+    rounds: usize,
+    blocking: usize,
+) -> Result<(), String> {
     support::make_directory(dir).await;
     let most = steps.iter().copied().max().unwrap_or(0);
     let addr = format!("127.0.0.1:{}", support::free_port());
@@ -82,7 +127,8 @@ async fn run(hnsecure: &Path, dir: &Path, steps: &[usize], rounds: usize) -> Res
         format!(
             "listen = \"{addr}\"\ngard = \"gard\"\nfacility = \"HNGATE-SCALE\"\n\
              max_connections = {}\nidle_timeout_secs = 3600\n\
-             max_unauthenticated = {}\nmax_unauthenticated_per_source = {}\n\n\
+             max_unauthenticated = {}\nmax_unauthenticated_per_source = {}\n\
+             blocking_threads = {blocking}\n\n\
              [[route]]\napplication = \"*\"\ndestination = \"sim\"\n",
             most + 100,
             // Every connection comes from this one address, hundreds handshaking at once:
@@ -126,6 +172,10 @@ async fn run(hnsecure: &Path, dir: &Path, steps: &[usize], rounds: usize) -> Res
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base_rss = status(pid, "VmRSS");
     let base_files = open_files(pid);
+    // The threads the gateway may have: the ones it runs now (its workers, the journal's
+    // writer, the blocking thread that authenticated the warm-up connection) and
+    // `blocking_threads` more at most.
+    let most_threads = status(pid, "Threads") + blocking as u64;
     println!(
         "gateway with 0 idle connections (after 200 transactions): RSS {:.1} MiB, {} threads, {} open files",
         base_rss as f64 / 1024.0,
@@ -191,6 +241,14 @@ async fn run(hnsecure: &Path, dir: &Path, steps: &[usize], rounds: usize) -> Res
             tokio::time::sleep(Duration::from_secs(1)).await;
             let latency = transaction().await?;
             let rss = status(pid, "VmRSS");
+            let threads = status(pid, "Threads");
+            if threads > most_threads {
+                return Err(format!(
+                    "the gateway runs {threads} threads with {} connections, more than the \
+                     {most_threads} its workers and blocking_threads = {blocking} allow",
+                    held.len()
+                ));
+            }
             println!(
                 "{:>12} {:>10.1} {:>16} {:>8} {:>11} {:>12.1} {:>16.2}",
                 held.len(),
@@ -204,7 +262,7 @@ async fn run(hnsecure: &Path, dir: &Path, steps: &[usize], rounds: usize) -> Res
                 } else {
                     "—".to_owned()
                 },
-                status(pid, "Threads"),
+                threads,
                 open_files(pid),
                 opened_in.as_secs_f64(),
                 latency.as_secs_f64() * 1000.0
@@ -214,17 +272,51 @@ async fn run(hnsecure: &Path, dir: &Path, steps: &[usize], rounds: usize) -> Res
             "this program (the other ends, rustls clients): RSS {:.1} MiB",
             status(std::process::id(), "VmRSS") as f64 / 1024.0
         );
-        drop(held);
+        // Every connection is still served: none was lost while the others opened.
+        let count = held.len();
+        let lost = still_served(held).await;
+        if lost > 0 {
+            return Err(format!("{lost} of {count} held connections were lost"));
+        }
+        let closed = Instant::now();
         // The gateway notices closed connections at once; give it a moment.
         let deadline = Instant::now() + Duration::from_secs(20);
         while open_files(pid) > base_files + 10 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let files = open_files(pid);
+        // Memory given back: within 1.5 × the warmed level, waited for up to 30 s.
+        let back_by = closed + Duration::from_secs(30);
+        while status(pid, "VmRSS") * 2 > base_rss * 3 && Instant::now() < back_by {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let rss = status(pid, "VmRSS");
+        let back = if rss * 2 <= base_rss * 3 {
+            format!(
+                "within 1.5 × the warmed {:.1} MiB after {:.1} s",
+                base_rss as f64 / 1024.0,
+                closed.elapsed().as_secs_f64()
+            )
+        } else {
+            format!(
+                "still {:.2} × the warmed {:.1} MiB after 30 s",
+                rss as f64 / base_rss.max(1) as f64,
+                base_rss as f64 / 1024.0
+            )
+        };
         println!(
-            "after closing them: RSS {:.1} MiB, {files} open files (the allocator keeps freed memory for the next connections)",
-            status(pid, "VmRSS") as f64 / 1024.0
+            "after closing them: RSS {:.1} MiB ({back}), {files} open files, {} threads",
+            rss as f64 / 1024.0,
+            status(pid, "Threads")
         );
+        if rss * 2 > base_rss * 3 {
+            return Err(format!(
+                "the gateway kept {:.1} MiB 30 s after the connections closed, more than 1.5 × \
+                 its warmed {:.1} MiB",
+                rss as f64 / 1024.0,
+                base_rss as f64 / 1024.0
+            ));
+        }
         if files > base_files + 10 {
             return Err(format!(
                 "the gateway still holds {files} files (baseline {base_files})"

@@ -10,13 +10,16 @@
 //! One file per C type: [`client`] (`HnapiClient`), [`server`] (`HnapiServer`); and
 //! [`codes`], [`boundary`], [`log`].
 //!
-//! One module here is no part of the C ABI: `windows_acl` (Windows only), the Windows
-//! security API calls that give private files owner-only access. It is here because it
-//! needs `unsafe`, which lives in this module only; it exposes safe functions.
+//! Two modules here are no part of the C ABI: `windows_acl` (Windows only), the Windows
+//! security API calls that give private files owner-only access, and [`heap`] (`server`
+//! feature), glibc's `malloc_trim` for the gateway. They are here because they need
+//! `unsafe`, which lives in this module only; they expose safe functions.
 
 pub mod boundary;
 pub mod client;
 pub mod codes;
+#[cfg(feature = "server")]
+pub mod heap;
 pub mod log;
 pub mod server;
 #[cfg(windows)]

@@ -26,6 +26,9 @@
 //! #                                  # rows are written behind the traffic and may be lost)
 //! # audit_sync = "normal"            # "full": every journal commit also reaches the disk (survives
 //! #                                  # a power cut, not only the gateway's death); slower
+//! # blocking_threads = 8             # threads for directory work (authenticating a certificate,
+//! #                                  # registering, renewing): a burst of connections queues for
+//! #                                  # them instead of starting more; read at start only
 //!
 //! [[route]]                          # the first route that matches wins
 //! application = "RAIRCRD-NW-PRSN"    # MSH-5, or "*" for any
@@ -85,7 +88,17 @@ pub struct GateConfig {
     pub audit: AuditMode,
     /// How far a journal commit goes before it counts as done (`audit_sync`).
     pub audit_sync: AuditSync,
+    /// The most threads the gateway's runtime starts for blocking work (the directory:
+    /// authenticating certificates, registrations, renewals, revocation checks). Read when
+    /// the process starts; a reload keeps the old value.
+    pub blocking_threads: usize,
 }
+
+/// `blocking_threads` when not given: the directory serialises its work on one database
+/// connection, so more threads than this only wait, each holding its stack.
+pub const DEFAULT_BLOCKING_THREADS: usize = 8;
+/// The most `blocking_threads` may say (tokio's own default).
+pub const MAX_BLOCKING_THREADS: usize = 512;
 
 /// `audit`: what the journal promises.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -291,6 +304,7 @@ struct GateFile {
     audit: AuditMode,
     #[serde(default)]
     audit_sync: AuditSync,
+    blocking_threads: Option<usize>,
     #[serde(default, rename = "route")]
     routes: Vec<RouteFile>,
 }
@@ -572,6 +586,16 @@ impl GateConfig {
             },
             audit: file.audit,
             audit_sync: file.audit_sync,
+            blocking_threads: match file.blocking_threads {
+                None => DEFAULT_BLOCKING_THREADS,
+                Some(n @ 1..=MAX_BLOCKING_THREADS) => n,
+                Some(_) => {
+                    return Err(invalid(
+                        "blocking_threads",
+                        format!("must be from 1 to {MAX_BLOCKING_THREADS}"),
+                    ));
+                }
+            },
         })
     }
 
@@ -718,6 +742,17 @@ mod tests {
     }
 
     #[test]
+    fn blocking_threads_has_a_default_and_bounds() {
+        let base = GateConfig::from_toml(BASE, Path::new("/etc/hnsecure")).unwrap();
+        assert_eq!(base.blocking_threads, DEFAULT_BLOCKING_THREADS);
+        for n in [1, 3, MAX_BLOCKING_THREADS] {
+            let text = format!("{BASE}blocking_threads = {n}\n");
+            let config = GateConfig::from_toml(&text, Path::new("/etc/hnsecure")).unwrap();
+            assert_eq!(config.blocking_threads, n);
+        }
+    }
+
+    #[test]
     fn mistakes_name_the_file_and_key() {
         let cases = [
             (format!("{BASE}colour = 1\n"), "colour"),
@@ -742,6 +777,11 @@ mod tests {
             (
                 format!("{BASE}idle_timeout_secs = 0\n"),
                 "idle_timeout_secs",
+            ),
+            (format!("{BASE}blocking_threads = 0\n"), "blocking_threads"),
+            (
+                format!("{BASE}blocking_threads = 513\n"),
+                "blocking_threads",
             ),
             (
                 format!("{BASE}[[route]]\napplication = \"X\"\ndestination = \"mllps://h:1\"\n"),

@@ -34,8 +34,8 @@ mod server;
 pub mod sim;
 
 pub use config::{
-    AuditMode, AuditSync, DEFAULT_POOL_SIZE, Destination, GateConfig, Limits, MllpTarget,
-    MllpTlsFiles, Route,
+    AuditMode, AuditSync, DEFAULT_BLOCKING_THREADS, DEFAULT_POOL_SIZE, Destination, GateConfig,
+    Limits, MAX_BLOCKING_THREADS, MllpTarget, MllpTlsFiles, Route,
 };
 pub use server::{Gate, Reloader};
 

@@ -439,6 +439,7 @@ impl Gate {
         let (stop, stopping) = watch::channel(false);
         let watcher = tokio::spawn(watch_revocations(state.clone(), stopping.clone()));
         let upkeep = tokio::spawn(maintain(state.clone(), stopping.clone()));
+        let memory = tokio::spawn(give_back_memory(state.clone(), stopping.clone()));
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         let mut accept_errors = 0u32;
@@ -505,6 +506,7 @@ impl Gate {
         }
         watcher.abort();
         upkeep.abort();
+        memory.abort();
         let flushing = state.clone();
         let _ =
             tokio::task::spawn_blocking(move || flushing.audit.flush(Duration::from_secs(5))).await;
@@ -546,7 +548,7 @@ pub struct Reloader {
 impl Reloader {
     /// Puts `config` in force for new connections and transactions, keeping live
     /// connections and the pools of MLLP destinations that did not change. What cannot
-    /// change while running (`listen`, `gard`, `replay_capacity`) keeps its old value, with
+    /// change while running (`listen`, `gard`, `replay_capacity`, `blocking_threads`) keeps its old value, with
     /// a warning. A configuration whose destinations cannot be prepared is refused, and
     /// the old one stays. Returns a summary for the log.
     pub fn reload(&self, mut config: GateConfig) -> Result<String, GateError> {
@@ -565,6 +567,13 @@ impl Reloader {
                 old.config.gard.display()
             ));
             config.gard = old.config.gard.clone();
+        }
+        if config.blocking_threads != old.config.blocking_threads {
+            kept.push(format!(
+                "blocking_threads stays {} (restart to change it)",
+                old.config.blocking_threads
+            ));
+            config.blocking_threads = old.config.blocking_threads;
         }
         if config.limits.replay_capacity != old.config.limits.replay_capacity {
             kept.push("replay_capacity stays as it was (restart to change it)".to_owned());
@@ -1261,9 +1270,62 @@ async fn maintain(state: Arc<State>, mut stopping: watch::Receiver<bool>) {
     }
 }
 
+/// Gives the memory of closed connections back to the system: every few seconds, when
+/// at least [`BURST`] connections (and half of the most seen) have closed since the last
+/// time, the allocator's free pages are returned ([`crate::ffi::heap`]). Without it a
+/// gateway stays at the peak of its largest burst (README, "Memory and scale").
+async fn give_back_memory(state: Arc<State>, mut stopping: watch::Receiver<bool>) {
+    /// Closed connections that make it worth a walk over the heap.
+    const BURST: usize = 64;
+    let mut peak = 0;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = until_true(&mut stopping) => return,
+        }
+        let now = state.connections.load(Ordering::Relaxed);
+        peak = peak.max(now);
+        if trim_due(peak, now, BURST) {
+            let started = Instant::now();
+            let released = tokio::task::spawn_blocking(crate::ffi::heap::release_free_memory)
+                .await
+                .unwrap_or(false);
+            log::debug!(
+                "{} connections closed since {peak} were open: freed memory {} in {} ms",
+                peak - now,
+                if released {
+                    "given back"
+                } else {
+                    "kept (nothing to give)"
+                },
+                started.elapsed().as_millis()
+            );
+            peak = now;
+        }
+    }
+}
+
+/// True when `peak - now` connections closing is a burst worth giving memory back for:
+/// at least `burst` of them, and at least half of the peak.
+fn trim_due(peak: usize, now: usize, burst: usize) -> bool {
+    let closed = peak.saturating_sub(now);
+    closed >= burst && closed * 2 >= peak
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_is_given_back_after_a_burst_closes_not_after_a_few() {
+        assert!(trim_due(10_000, 0, 64));
+        assert!(trim_due(128, 64, 64));
+        assert!(trim_due(100, 36, 64));
+        assert!(!trim_due(100, 37, 64), "63 closed: fewer than a burst");
+        assert!(!trim_due(1000, 900, 64), "100 of 1000 closed: not half");
+        assert!(!trim_due(10, 0, 64));
+        assert!(!trim_due(0, 0, 64));
+    }
 
     #[test]
     fn a_connection_lasts_as_long_as_its_certificate() {

@@ -58,9 +58,16 @@ pub fn init_log(level: LevelFilter) {
 
 /// The runtime for a daemon: one worker thread per core.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    runtime_with(hnapi::gate::DEFAULT_BLOCKING_THREADS)
+}
+
+/// The runtime for a daemon, with at most `blocking` threads for blocking work besides
+/// the workers (tokio starts them as needed and ends them after 10 s idle).
+pub fn runtime_with(blocking: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hnsecure")
+        .max_blocking_threads(blocking.max(1))
         .build()
 }
 

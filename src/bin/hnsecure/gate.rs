@@ -68,8 +68,8 @@ pub fn run(args: GateArgs) -> Result<(), Failure> {
         println!("{} is usable: {summary}", args.config.display());
         return Ok(());
     }
-    let runtime =
-        daemon::runtime().map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
+    let runtime = daemon::runtime_with(config.blocking_threads)
+        .map_err(|e| Failure::Input(Some(format!("cannot start: {e}"))))?;
     let journal = match (config.audit, config.audit_sync) {
         (hnapi::gate::AuditMode::Required, sync) => format!(
             "journal required (answers wait for their rows; audit_sync {})",
