@@ -656,8 +656,12 @@ pub struct FrameReader<R> {
     max: usize,
 }
 
-/// The buffer a reader starts with and shrinks back to after a large frame.
+/// The buffer a frame is read into (more when the frame is larger). It is made when a
+/// frame begins and dropped once no frame is pending.
 const READ_BUFFER: usize = 4096;
+/// What the first read of a frame takes, on the stack: a connection waiting between frames
+/// holds this instead of a buffer (4 KiB per idle connection, on thousands of them).
+const FIRST_READ: usize = 64;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of frames of at most `max` bytes from `reader`.
@@ -700,11 +704,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     }
                     self.start += 4 + length;
                     if self.start == self.buf.len() {
+                        // Nothing more pending: the buffer goes, so that a connection
+                        // waiting for its next frame holds none (see FIRST_READ).
                         self.start = 0;
-                        self.buf.clear();
-                        if self.buf.capacity() > 64 * READ_BUFFER {
-                            self.buf = Vec::with_capacity(READ_BUFFER);
-                        }
+                        self.buf = Vec::new();
                     }
                     return Frame::decode(body).map(Some);
                 }
@@ -729,11 +732,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.start = 0;
             }
             let have = self.buf.len();
-            if self.buf.capacity() < want {
-                self.buf.reserve(want - have);
-            }
-            // Into the spare capacity: nothing is zeroed, and a cancelled read loses nothing.
-            let n = match self.reader.read_buf(&mut self.buf).await {
+            let read = if have == 0 {
+                // Between frames (an idle connection, most of its life): the wait holds no
+                // buffer, only these few bytes; the buffer is made when the frame comes.
+                let mut first = [0u8; FIRST_READ];
+                let read = self.reader.read(&mut first).await;
+                if let Ok(n) = read {
+                    self.buf.reserve(want);
+                    self.buf.extend_from_slice(&first[..n]);
+                }
+                first.zeroize();
+                read
+            } else {
+                if self.buf.capacity() < want {
+                    self.buf.reserve(want - have);
+                }
+                // Into the spare capacity: nothing is zeroed, and a cancelled read loses
+                // nothing.
+                self.reader.read_buf(&mut self.buf).await
+            };
+            let n = match read {
                 Ok(n) => n,
                 // A TLS peer gone without its close_notify, in the middle of a frame: the
                 // frame was cut all the same, and is told apart from a peer that left
@@ -907,6 +925,40 @@ mod tests {
         }
         sender.await.unwrap();
         assert!(reader.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reader_between_frames_holds_no_buffer() {
+        // Frames larger than the first read, several in one read, and one cut across reads.
+        let big = Frame::Request {
+            id: 7,
+            timeout_ms: 1000,
+            envelope: vec![0xA5; 3 * READ_BUFFER],
+        };
+        let mut wire = Vec::new();
+        Frame::Ping { id: 1 }.encode(&mut wire);
+        big.encode(&mut wire);
+        Frame::Ping { id: 2 }.encode(&mut wire);
+        let (mut near, far) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(far, 1 << 20);
+        near.write_all(&wire[..3]).await.unwrap();
+        let sender = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            near.write_all(&wire[3..]).await.unwrap();
+            near
+        });
+        assert_eq!(reader.next().await.unwrap(), Some(Frame::Ping { id: 1 }));
+        assert_eq!(reader.next().await.unwrap(), Some(big));
+        assert_eq!(reader.next().await.unwrap(), Some(Frame::Ping { id: 2 }));
+        assert!(!reader.has_buffered_frame());
+        assert_eq!(
+            reader.buf.capacity(),
+            0,
+            "a reader waiting for a frame holds no buffer"
+        );
+        let near = sender.await.unwrap();
+        drop(near);
+        assert_eq!(reader.next().await.unwrap(), None);
     }
 
     #[tokio::test]
