@@ -928,6 +928,12 @@ impl Gard {
         Ok(self.store.append_audit(records)?)
     }
 
+    /// Appends records now, on this thread, when that costs no wait (see
+    /// [`Store::try_append_audit_now`]); false when they were not written.
+    pub fn try_record_audit_now(&self, records: &[AuditRecord]) -> bool {
+        matches!(self.store.try_append_audit_now(records), Ok(true))
+    }
+
     /// The audit records the filter selects, oldest first.
     pub fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, GardError> {
         Ok(self.store.audit(filter)?)

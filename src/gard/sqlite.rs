@@ -133,6 +133,8 @@ pub struct SqliteStore {
     path: PathBuf,
     connection: Mutex<Connection>,
     journal: Mutex<Connection>,
+    /// `audit_sync = "full"` is in force on the journal's connection.
+    journal_full: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteStore {
@@ -182,6 +184,7 @@ impl SqliteStore {
             path: path.to_owned(),
             connection: Mutex::new(connection),
             journal: Mutex::new(journal),
+            journal_full: std::sync::atomic::AtomicBool::new(false),
         };
         store.migrate()?;
         Ok(store)
@@ -284,6 +287,37 @@ impl SqliteStore {
         }
         Ok(value)
     }
+}
+
+/// Inserts `records` into the journal, in `tx`; committed by the caller.
+fn insert_audit(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[AuditRecord],
+) -> rusqlite::Result<((), bool)> {
+    let mut insert = tx.prepare_cached(&format!(
+        "INSERT INTO audit ({AUDIT_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    ))?;
+    for r in records {
+        insert.execute(params![
+            to_micros(r.at),
+            r.kind.as_str(),
+            clean(&r.facility),
+            clean(&r.peer),
+            clean(&r.sending_application),
+            clean(&r.control_id),
+            clean(&r.message_type),
+            clean(&r.route),
+            clean(&r.destination),
+            clean(&r.outcome),
+            clean(&r.code),
+            to_db_u64(r.latency_ms),
+            to_db_u64(r.request_bytes),
+            to_db_u64(r.answer_bytes),
+            clean(&r.detail),
+        ])?;
+    }
+    Ok(((), true))
 }
 
 fn user_version(connection: &Connection) -> rusqlite::Result<u32> {
@@ -654,39 +688,51 @@ impl Store for SqliteStore {
     fn set_journal_sync(&self, full: bool) -> Result<(), StoreError> {
         self.lock_journal()
             .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        self.journal_full
+            .store(full, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn try_append_audit_now(&self, records: &[AuditRecord]) -> Result<bool, StoreError> {
+        // With `audit_sync = "full"` a commit waits for the disk: never on the caller's
+        // thread.
+        if self.journal_full.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(false);
+        }
+        // Another commit is running (the journal's writer with a batch): not now.
+        let mut journal = match self.journal.try_lock() {
+            Ok(journal) => journal,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+        };
+        // Another process holds the database: not now, and without waiting for it.
+        journal
+            .busy_timeout(Duration::ZERO)
+            .map_err(|e| self.error(e))?;
+        let written = Self::write_on(&mut journal, |tx| insert_audit(tx, records));
+        journal
+            .busy_timeout(JOURNAL_BUSY_TIMEOUT)
+            .map_err(|e| self.error(e))?;
+        match written {
+            Ok(()) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        self.write_journal(|tx| {
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO audit ({AUDIT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-            ))?;
-            for r in records {
-                insert.execute(params![
-                    to_micros(r.at),
-                    r.kind.as_str(),
-                    clean(&r.facility),
-                    clean(&r.peer),
-                    clean(&r.sending_application),
-                    clean(&r.control_id),
-                    clean(&r.message_type),
-                    clean(&r.route),
-                    clean(&r.destination),
-                    clean(&r.outcome),
-                    clean(&r.code),
-                    to_db_u64(r.latency_ms),
-                    to_db_u64(r.request_bytes),
-                    to_db_u64(r.answer_bytes),
-                    clean(&r.detail),
-                ])?;
-            }
-            Ok(((), true))
-        })
+        self.write_journal(|tx| insert_audit(tx, records))
     }
 
     fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
@@ -868,6 +914,67 @@ mod tests {
             expires_at: Timestamp::from_second(expires).unwrap(),
             used_at: None,
         }
+    }
+
+    #[test]
+    fn gard_sqlite_journals_at_once_only_when_nothing_waits() {
+        let dir = TempDir::new("journal-now");
+        let path = dir.0.join("gard.db");
+        drop(SqliteStore::create(&path).unwrap());
+        let store = SqliteStore::open(&path).unwrap();
+        let row = |code: &str| {
+            crate::gard::AuditRecord::security(
+                "BC00000098",
+                "127.0.0.1:1",
+                "refused",
+                code,
+                String::new(),
+            )
+        };
+        let count = |store: &SqliteStore| -> i64 {
+            store
+                .lock()
+                .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert!(
+            store
+                .try_append_audit_now(&[row("one"), row("two")])
+                .unwrap()
+        );
+        assert_eq!(count(&store), 2);
+
+        // Another process's write transaction: refused at once, not after the busy timeout.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        assert!(!store.try_append_audit_now(&[row("locked")]).unwrap());
+        assert!(
+            started.elapsed() < JOURNAL_BUSY_TIMEOUT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        // ... and the journal's own timeout is back for the writer's commits.
+        let timeout: i64 = store
+            .lock_journal()
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(timeout, JOURNAL_BUSY_TIMEOUT.as_millis() as i64);
+        assert!(store.try_append_audit_now(&[row("free")]).unwrap());
+        assert_eq!(count(&store), 3);
+
+        // Its connection in use (the writer's batch): not now.
+        {
+            let _writer = store.lock_journal();
+            assert!(!store.try_append_audit_now(&[row("busy")]).unwrap());
+        }
+        // audit_sync = "full" commits wait for the disk: never at once.
+        store.set_journal_sync(true).unwrap();
+        assert!(!store.try_append_audit_now(&[row("full")]).unwrap());
+        store.set_journal_sync(false).unwrap();
+        assert!(store.try_append_audit_now(&[row("normal")]).unwrap());
+        assert_eq!(count(&store), 4);
     }
 
     #[test]

@@ -190,6 +190,17 @@ pub trait Store: Send + Sync {
     /// Appends audit records, all in one transaction.
     fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
 
+    /// Appends audit records as [`Store::append_audit`] does, but only when that can be
+    /// done at once on the caller's thread: `Ok(false)` (and nothing written) when another
+    /// commit is running, the database is locked, or a commit would wait for a disk or a
+    /// network. The gateway tries it first with one transaction's row, when nothing else
+    /// is being journaled, and hands the row to its journal's writer otherwise. Stores
+    /// that cannot (PostgreSQL: a network round trip) keep this default.
+    fn try_append_audit_now(&self, records: &[AuditRecord]) -> Result<bool, StoreError> {
+        let _ = records;
+        Ok(false)
+    }
+
     /// With `full`, every later journal commit waits until the disk has it (it survives a
     /// power cut); without, until the database has it (it survives the gateway's process
     /// being killed, and the database's own crash keeps it consistent).

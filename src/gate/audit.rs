@@ -85,6 +85,8 @@ pub struct AuditWriter {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     mode: AuditMode,
+    /// For the commits made on the caller's thread (see [`AuditWriter::commit`]).
+    gard: Arc<Gard>,
 }
 
 impl AuditWriter {
@@ -93,10 +95,16 @@ impl AuditWriter {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let shared = Arc::new(Shared::default());
         let writer = shared.clone();
+        let writers = gard.clone();
         std::thread::Builder::new()
             .name("hnsecure-audit".into())
-            .spawn(move || write_loop(&gard, &rx, &writer, mode))?;
-        Ok(Self { tx, shared, mode })
+            .spawn(move || write_loop(&writers, &rx, &writer, mode))?;
+        Ok(Self {
+            tx,
+            shared,
+            mode,
+            gard,
+        })
     }
 
     /// False while the journal cannot be written and answers wait for it (`required`):
@@ -150,6 +158,18 @@ impl AuditWriter {
     ) -> Result<(), JournalError> {
         if self.mode == AuditMode::BestEffort {
             self.hand_over(records, None);
+            return Ok(());
+        }
+        // When nothing else is being journaled and the store can take the rows at once
+        // (SQLite, `audit_sync = "normal"`, its journal connection free and the database
+        // not locked), they are committed here: a few tens of microseconds of the
+        // caller's thread instead of two thread hand-overs (to the writer and back),
+        // which cost a transaction alone on the gateway more than that. Otherwise — or
+        // while the journal is down, whose recovery is the writer's — the writer commits
+        // them with whatever else is ready (group commit).
+        if !self.shared.unavailable.load(Ordering::Acquire)
+            && self.gard.try_record_audit_now(&records)
+        {
             return Ok(());
         }
         let (reply, committed) = oneshot::channel();
