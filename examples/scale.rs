@@ -22,7 +22,8 @@
 //! `blocking_threads` (`--blocking-threads`, written into its gate.toml) allow, or when it
 //! still holds the connections' files 20 s after they closed, or when its memory is not
 //! back within 1.5 × the warmed level 30 s after they closed (it prints how long that
-//! took).
+//! took), or when an idle connection costs more than the design's 16 KB (at 1,000
+//! connections and more).
 //!
 //! Each process here may hold 20,000 files (`ulimit -n`); 10,000 connections take that
 //! many on each side, so the gateway is its own process. `--quick` (100 and 500
@@ -39,6 +40,9 @@ use hnapi::client::{AsyncClient, ClientConfig, Credential};
 use hnapi::transport::{self, Frame, read_frame, tls};
 use support::{FACILITY, Proc, field, message, status};
 use tokio::io::AsyncWriteExt;
+
+/// DESIGN 4's most per idle authenticated connection, in bytes.
+const PER_CONNECTION_BUDGET: f64 = 16_000.0;
 
 fn main() {
     let args = support::arguments();
@@ -249,16 +253,23 @@ async fn run(
                     held.len()
                 ));
             }
+            let per_connection = (rss.saturating_sub(base_rss) * 1024) as f64 / held.len() as f64;
+            // DESIGN 4: at most 16 KB per idle authenticated connection. Counted from
+            // 1,000 on (with fewer, the heap's own steps weigh too much), in the first
+            // round (from the baseline).
+            if round == 1 && held.len() >= 1000 && per_connection > PER_CONNECTION_BUDGET {
+                return Err(format!(
+                    "{per_connection:.0} bytes per idle connection at {}, over the design's {PER_CONNECTION_BUDGET}",
+                    held.len()
+                ));
+            }
             println!(
                 "{:>12} {:>10.1} {:>16} {:>8} {:>11} {:>12.1} {:>16.2}",
                 held.len(),
                 rss as f64 / 1024.0,
                 // From the baseline, so in the first round only.
                 if round == 1 {
-                    format!(
-                        "{:.0}",
-                        (rss.saturating_sub(base_rss) * 1024) as f64 / held.len() as f64
-                    )
+                    format!("{per_connection:.0}")
                 } else {
                     "—".to_owned()
                 },

@@ -611,11 +611,40 @@ async fn handle_connection(
     place: Unauthenticated,
     stopping: watch::Receiver<bool>,
 ) {
+    // Every connection's task lives as long as the connection, and its size is what the
+    // futures it awaits inline add up to (a future's layout does not reuse the room of
+    // one that has finished): the handshake's (1.3 KB, with its TLS state), the TLS
+    // stream (1.2 KB) and the session's, which held the stream again — 8.9 KB per idle
+    // connection. So the handshake runs boxed, freed when done, and the session is boxed
+    // and takes the stream boxed, which it moves out at once: 2.0 KB of task and
+    // session in all.
+    let Some(stream) = Box::pin(handshake(state, acceptor, tcp, peer)).await else {
+        return;
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
+    match certificate {
+        None => Box::pin(registration(state, *stream, peer)).await,
+        Some(der) => Box::pin(session(state, stream, der, peer, place, stopping)).await,
+    }
+}
+
+/// The TLS handshake, within the configured time; `None` (logged, counted and, when the
+/// client's certificate was refused, journaled) when it failed.
+async fn handshake(
+    state: &Arc<State>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<Box<ServerStream>> {
     let _ = tcp.set_nodelay(true);
-    let settings = state.settings();
-    let limits = &settings.config.limits;
-    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
+    let timeout = state.settings().config.limits.handshake_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(Box::new(stream)),
         Ok(Err(e)) => {
             log::info!("TLS handshake with {peer} failed: {e}");
             state.metrics.refused(Refused::Handshake);
@@ -627,23 +656,13 @@ async fn handle_connection(
                     format!("TLS handshake refused the client certificate: {e}"),
                 );
             }
-            return;
+            None
         }
         Err(_) => {
             log::info!("TLS handshake with {peer} timed out");
             state.metrics.refused(Refused::Handshake);
-            return;
+            None
         }
-    };
-    let certificate = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec());
-    match certificate {
-        None => registration(state, stream, peer).await,
-        Some(der) => session(state, stream, der, peer, place, stopping).await,
     }
 }
 
@@ -813,7 +832,7 @@ fn auth_refusal(e: &AuthError) -> Refusal {
 /// timeout passes, the facility is revoked, or the gateway shuts down.
 async fn session(
     state: &Arc<State>,
-    stream: ServerStream,
+    stream: Box<ServerStream>,
     certificate: Vec<u8>,
     address: SocketAddr,
     mut place: Unauthenticated,
@@ -821,6 +840,12 @@ async fn session(
 ) {
     let settings = state.settings();
     let limits = &settings.config.limits;
+    // Moved out of its box in a block of its own, so that the box (1.2 KB) is freed
+    // now, not when the session ends.
+    let stream: ServerStream = {
+        let boxed = stream;
+        *boxed
+    };
     let (reader, writer) = tokio::io::split(stream);
     let mut reader = FrameReader::new(reader, limits.max_frame_bytes);
     let writer = Arc::new(FrameWriter::new(writer));
@@ -1315,6 +1340,49 @@ fn trim_due(peak: usize, now: usize, burst: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each connection's task lives as long as the connection: what it holds inline is
+    /// memory for every idle connection (it was 8.9 KB, when the handshake's and the
+    /// session's futures were inline; the session is boxed and counted by
+    /// `examples/scale`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_s_task_holds_no_handshake_and_no_session_inline() {
+        let dir = std::env::temp_dir().join(format!("hnsecure-task-size-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut sandbox = crate::sandbox::Sandbox::start(&crate::sandbox::SandboxOptions {
+            dir: dir.clone(),
+            port: 0,
+            facility: "BC00000098".into(),
+            demo_server: false,
+        })
+        .await
+        .unwrap();
+        let mut config = GateConfig::from_file(&sandbox.gate_config()).unwrap();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.metrics = None;
+        let gate = Gate::bind(config).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let limits = gate.state.settings().config.limits.clone();
+        let place = Unauthenticated::take(&gate.state, peer, &limits).unwrap();
+        let (_stop, stopping) = watch::channel(false);
+        let task = handle_connection(
+            &gate.state,
+            gate.acceptor.clone(),
+            tcp,
+            peer,
+            place,
+            stopping,
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 512, "a connection's task holds {size} bytes inline");
+        drop(task);
+        sandbox.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn memory_is_given_back_after_a_burst_closes_not_after_a_few() {
